@@ -1,0 +1,1 @@
+"""One module per stage; each is select(recipe, env) -> params, run(ctx, params, upstream)."""

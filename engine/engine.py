@@ -1,0 +1,172 @@
+"""The Engine: models kept warm, a shared artifact cache, and recipe -> RunResult."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from engine.cache import ArtifactCache
+from engine.color.grader import ColorGrader
+from engine.errors import InputError, StudioError
+from engine.graph import CancelToken, ProgressFn, RunReport, StageContext, StageGraph
+from engine.images import ImageStore, tensor_to_pil
+from engine.metadata import read_recipe_file
+from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
+from engine.outputs import save_outputs
+from engine.recipe import ModelParams, Recipe
+from engine.sizes import size_notes
+from engine.stages.base import BaseStage
+from engine.stages.color import ColorStage
+from engine.stages.decode import DecodeStage
+from engine.stages.image import ImageStage
+from engine.stages.text import TextStage
+from engine.support import check_supported
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
+IMAGE_STAGES = ("image", "decode", "color")
+FINAL_STAGE = "color"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    models: ModelConfig = field(default_factory=ModelConfig)
+    outputs_dir: Path = Path("outputs")
+    data_dir: Path = Path("data")
+    lut_folders: tuple[Path, ...] = ()
+    cache_bytes: int = 2 * 1024**3
+
+
+@dataclass
+class RunResult:
+    """What a run returns to the studio, the API and the CLI."""
+
+    recipe: Recipe
+    images: list[Image.Image]
+    artifacts: dict[str, list[Image.Image]]
+    report: RunReport
+    saved: list[Path]
+
+
+class RunScope:
+    """Per-run view of the engine for stages: model files resolved once, lazily."""
+
+    def __init__(self, engine: Engine, model_params: ModelParams) -> None:
+        self.engine = engine
+        self.model_params = model_params
+        self.images = engine.images
+        self.grader = engine.grader
+        self.device = engine.device
+        self._files: FluxFiles | None = None
+
+    def flux_files(self) -> FluxFiles:
+        if self._files is None:
+            self._files = self.engine.models.resolve(self.model_params)
+        return self._files
+
+    def flux_bundle(self) -> FluxBundle:
+        return self.engine.models.flux(self.model_params)
+
+    def lut_identity(self, name: str) -> str:
+        """Name, size and mtime of the LUT file, so editing the file re-runs the grade."""
+        return self.engine.lut_identity(name)
+
+
+class Engine:
+    """One per process: owns the models, the cache, the stage graph and the image store."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.models = ModelManager(config.models)
+        self.device = _pick_device(config.models.device)
+        self.cache = ArtifactCache(config.cache_bytes)
+        self.images = ImageStore(config.data_dir / "images")
+        self.grader = ColorGrader(list(self.lut_folders))
+        self.graph = StageGraph(
+            [TextStage(), BaseStage(), DecodeStage(), ImageStage(), ColorStage()], self.cache
+        )
+        self._diffusion: bool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def lut_folders(self) -> tuple[Path, ...]:
+        folders = list(self.config.lut_folders) or [DEFAULT_LUTS]
+        if self.config.models.models_dir:
+            folders.append(self.config.models.models_dir / "luts")
+        return tuple(folders)
+
+    def run(self, recipe: Recipe, progress: ProgressFn | None = None,
+            cancel: CancelToken | None = None, save: bool = True) -> RunResult:
+        """Render a recipe, re-running only the stages whose inputs changed."""
+        check_supported(recipe)
+        report = RunReport(notes=size_notes(recipe.prompt) if _generates(recipe) else [])
+        scope = RunScope(self, recipe.model)
+        ctx = StageContext(scope, report, progress, cancel)
+        artifacts = self.graph.run(recipe, scope, ctx, FINAL_STAGE)
+        images = tensor_to_pil(artifacts["__final__"])
+        label = scope.flux_files().label if _generates(recipe) else ""
+        saved = save_outputs(images, recipe, self.config.outputs_dir, label) if save else []
+        stage_images = {n: tensor_to_pil(artifacts[n]) for n in IMAGE_STAGES if n in artifacts}
+        stage_images[FINAL_STAGE] = images
+        return RunResult(recipe, images, stage_images, report, saved)
+
+    def store_image(self, data: bytes, name: str = "the image") -> str:
+        """Check and store an uploaded image; returns its content digest."""
+        return self.images.put(data, name)
+
+    def read_recipe_file(self, path: Path) -> Recipe:
+        return read_recipe_file(path)
+
+    def default_recipe(self) -> Recipe:
+        """The studio's starting recipe; the tiny demo renders small and fast."""
+        recipe = Recipe()
+        if not self.config.models.tiny:
+            return recipe
+        prompt = dataclasses.replace(recipe.prompt, width=256, height=256)
+        settings = dataclasses.replace(recipe.settings, steps=8)
+        return dataclasses.replace(recipe, prompt=prompt, settings=settings)
+
+    def has_diffusion(self) -> bool:
+        """Whether Flux weights were found (cached after the first look)."""
+        with self._lock:
+            if self._diffusion is None:
+                try:
+                    self.models.resolve(ModelParams())
+                    self._diffusion = True
+                except StudioError:
+                    self._diffusion = False
+            return self._diffusion
+
+    def models_status(self) -> str:
+        return self.models.describe()
+
+    def demo_label(self) -> str | None:
+        if self.config.models.tiny:
+            return "Demo mode: tiny random models, not real Flux. Images are noise-like patterns."
+        return None
+
+    def list_luts(self) -> list[str]:
+        return self.grader.list_luts()
+
+    def lut_identity(self, name: str) -> str:
+        path = self.grader.resolve_lut(name)
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise InputError(f"The LUT {name!r} cannot be read: {exc.strerror}.") from exc
+        return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _generates(recipe: Recipe) -> bool:
+    return recipe.source.kind == "generate"
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,55 @@
+"""Prompt encoding for Flux: CLIP-L pooled vector + T5 token embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CLIP_MAX_TOKENS = 77
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """T5 token embeddings (1, S, D) and the pooled CLIP-L vector (1, P)."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+
+
+def _token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, truncation=False)["input_ids"])
+
+
+@torch.inference_mode()
+def encode_prompt(bundle, prompt: str) -> tuple[PromptEmbeddings, list[str]]:
+    """Encode one prompt; the notes say when an encoder truncated it."""
+    device = bundle.device
+    clip_ids = bundle.clip_tokenizer(
+        prompt, padding="max_length", max_length=CLIP_MAX_TOKENS, truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    pooled = bundle.clip(clip_ids, output_hidden_states=False).pooler_output
+    t5_ids = bundle.t5_tokenizer(
+        prompt, padding="max_length", max_length=bundle.t5_max_length, truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    tokens = bundle.t5(t5_ids, output_hidden_states=False)[0]
+    dtype = bundle.compute_dtype
+    embeddings = PromptEmbeddings(tokens=tokens.to(dtype), pooled=pooled.to(dtype))
+    return embeddings, _truncation_notes(bundle, prompt)
+
+
+def _truncation_notes(bundle, prompt: str) -> list[str]:
+    notes = []
+    clip_len = _token_count(bundle.clip_tokenizer, prompt)
+    if clip_len > CLIP_MAX_TOKENS:
+        notes.append(
+            f"The prompt is {clip_len} CLIP tokens; CLIP-L reads the first {CLIP_MAX_TOKENS} "
+            f"(T5 reads up to {bundle.t5_max_length}). Put the key words first."
+        )
+    t5_len = _token_count(bundle.t5_tokenizer, prompt)
+    if t5_len > bundle.t5_max_length:
+        notes.append(f"The prompt is {t5_len} T5 tokens; T5 reads the first "
+                     f"{bundle.t5_max_length}, the rest is ignored.")
+    return notes

@@ -1,0 +1,207 @@
+"""The stage graph: content-addressed stage keys, lazy cached execution and the RunReport."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from engine.cache import ArtifactCache
+from engine.errors import Cancelled
+from engine.recipe import Recipe
+from engine.recipe_json import canonical_json
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event: a stage's step out of total, with an optional preview image."""
+
+    stage: str
+    step: int
+    total: int
+    message: str = ""
+    preview: Any = None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+class CancelToken:
+    """Set by the person (Stop); stages check it between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class RunReport:
+    """What one run did: stages that ran (with milliseconds), stages served from cache."""
+
+    ran: list[tuple[str, float]] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    off: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    total_ms: float = 0.0
+
+    @property
+    def ran_names(self) -> list[str]:
+        return [name for name, _ in self.ran]
+
+    def line(self) -> str:
+        """One line for the UI, e.g. 'ran: color 12 ms · cached: text, base, decode'."""
+        ran = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.ran) or "nothing"
+        parts = [f"ran: {ran}"]
+        if self.cached:
+            parts.append("cached: " + ", ".join(self.cached))
+        if self.off:
+            parts.append("off: " + ", ".join(self.off))
+        parts += [f"{name}: {count}" for name, count in self.counters.items()]
+        return " · ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "ran": [{"stage": name, "ms": round(ms, 3)} for name, ms in self.ran],
+            "cached": list(self.cached),
+            "off": list(self.off),
+            "notes": list(self.notes),
+            "counters": dict(self.counters),
+            "total_ms": round(self.total_ms, 3),
+        }
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use: engine services, progress, cancel, the report."""
+
+    services: Any
+    report: RunReport
+    progress: ProgressFn | None = None
+    cancel: CancelToken | None = None
+
+    def step(self, stage: str, step: int, total: int, message: str = "", preview: Any = None):
+        """Report progress and stop here if the person pressed Stop."""
+        if self.cancel is not None and self.cancel.cancelled:
+            raise Cancelled(f"Stopped during {stage} at step {step} of {total}.")
+        if self.progress is not None:
+            self.progress(Progress(stage, step, total, message, preview))
+
+    def note(self, text: str) -> None:
+        if text not in self.report.notes:
+            self.report.notes.append(text)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.report.counters[name] = self.report.counters.get(name, 0) + n
+
+
+class Stage(Protocol):
+    """One step of the pipeline. `select` picks the recipe slice that can change its output."""
+
+    name: str
+    version: int
+    uses_models: bool
+
+    def inputs(self, recipe: Recipe) -> tuple[str, ...]: ...
+
+    def enabled(self, recipe: Recipe) -> bool: ...
+
+    def select(self, recipe: Recipe, env: Any) -> Any: ...
+
+    def run(self, ctx: StageContext, params: Any, upstream: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    stage: Stage
+    params: Any
+    key: str
+    inputs: tuple[str, ...]
+
+
+def stage_key(stage: Stage, params: Any, upstream_keys: list[str]) -> str:
+    """sha256 over (name, version, canonical params, upstream keys)."""
+    try:
+        payload = canonical_json([stage.name, stage.version, params, upstream_keys])
+    except TypeError as exc:  # an unhashable parameter is a bug, never a silent cache miss
+        raise TypeError(f"stage {stage.name}: parameters cannot be hashed: {exc}") from exc
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class StageGraph:
+    """Stages by name; plans a recipe into keyed stages and runs only what is not cached."""
+
+    def __init__(self, stages: list[Stage], cache: ArtifactCache) -> None:
+        self.stages = {s.name: s for s in stages}
+        self.cache = cache
+        self.model_lock = threading.RLock()
+
+    def plan(
+        self, recipe: Recipe, env: Any, final: str
+    ) -> tuple[dict[str, PlannedStage], str, list[str]]:
+        """Keyed stages needed for `final`; disabled stages forward their first input."""
+        planned: dict[str, PlannedStage] = {}
+        off: list[str] = []
+
+        def visit(name: str) -> str:
+            stage = self.stages[name]
+            if not stage.enabled(recipe):
+                off.append(name)
+                return visit(stage.inputs(recipe)[0])
+            if name not in planned:
+                inputs = tuple(visit(u) for u in stage.inputs(recipe))
+                params = stage.select(recipe, env)
+                key = stage_key(stage, params, [planned[u].key for u in inputs])
+                planned[name] = PlannedStage(stage, params, key, inputs)
+            return name
+
+        last = visit(final)
+        return planned, last, list(dict.fromkeys(off))
+
+    def run(self, recipe: Recipe, env: Any, ctx: StageContext, final: str) -> dict[str, Any]:
+        """Run what `final` needs; returns the artifacts of every planned stage still cached."""
+        start = time.perf_counter()
+        planned, last, ctx.report.off = self.plan(recipe, env, final)
+        produced: dict[str, Any] = {}
+
+        def get(name: str) -> Any:
+            if name in produced:
+                return produced[name]
+            item = planned[name]
+            value = self.cache.get(item.key)
+            if value is None:
+                upstream = {u: get(u) for u in item.inputs}
+                value = self._run_stage(item, ctx, upstream)
+            produced[name] = value
+            return value
+
+        get(last)
+        ran = set(ctx.report.ran_names)
+        ctx.report.cached = [n for n in planned if n not in ran]
+        for name, item in planned.items():
+            if name not in produced:
+                cached = self.cache.get(item.key)
+                if cached is not None:
+                    produced[name] = cached
+        ctx.report.total_ms = (time.perf_counter() - start) * 1000
+        produced["__final__"] = produced[last]
+        return produced
+
+    def _run_stage(self, item: PlannedStage, ctx: StageContext, upstream: dict[str, Any]) -> Any:
+        t0 = time.perf_counter()
+        if item.stage.uses_models:
+            with self.model_lock:
+                value = item.stage.run(ctx, item.params, upstream)
+        else:
+            value = item.stage.run(ctx, item.params, upstream)
+        ctx.report.ran.append((item.stage.name, (time.perf_counter() - t0) * 1000))
+        self.cache.put(item.key, value)
+        return value

@@ -1,0 +1,103 @@
+"""PNG metadata: the full recipe as JSON plus an A1111-style "parameters" text."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from engine.errors import InputError, RecipeError
+from engine.images import open_checked
+from engine.recipe import Recipe
+from engine.recipe_json import recipe_from_dict, recipe_from_json, recipe_to_json
+from engine.sizes import render_size
+
+RECIPE_KEY = "portrait_studio_recipe"
+PARAMETERS_KEY = "parameters"
+
+
+def parameters_text(recipe: Recipe, model_label: str = "") -> str:
+    """The A1111 'parameters' convention other tools (and civitai) read."""
+    p, s = recipe.prompt, recipe.settings
+    width, height = render_size(p)
+    fields = [
+        ("Steps", s.steps), ("Sampler", s.sampler), ("Schedule type", s.scheduler),
+        ("CFG scale", s.cfg), ("Distilled CFG Scale", s.guidance), ("Seed", s.seed),
+        ("Size", f"{width}x{height}"), ("Denoising strength", s.denoise),
+        ("Shift", f"{s.base_shift}/{s.max_shift}"),
+    ]
+    if model_label:
+        fields.append(("Model", model_label.replace(",", " ")))
+    lines = [p.prompt]
+    if p.negative_prompt:
+        lines.append(f"Negative prompt: {p.negative_prompt}")
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields))
+    return "\n".join(lines)
+
+
+def png_bytes(image: Image.Image, recipe: Recipe, model_label: str = "") -> bytes:
+    """PNG bytes with the recipe and parameters text chunks."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(RECIPE_KEY, recipe_to_json(recipe, indent=None))
+    info.add_itxt(PARAMETERS_KEY, parameters_text(recipe, model_label))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
+    return buffer.getvalue()
+
+
+def recipe_from_png(data: bytes, name: str = "the PNG") -> Recipe:
+    """The recipe inside a studio PNG; falls back to an A1111 'parameters' text."""
+    image = open_checked(data, name)
+    text = image.info.get(RECIPE_KEY)
+    if text:
+        return recipe_from_json(text)
+    parameters = image.info.get(PARAMETERS_KEY)
+    if parameters:
+        return recipe_from_parameters(parameters)
+    raise RecipeError(f"{name} carries no recipe: it was not made by Portrait Studio (or its "
+                      "metadata was stripped, e.g. by a WEBP/JPEG conversion).")
+
+
+_KNOWN = {"Steps": ("settings", "steps", int), "Seed": ("settings", "seed", int),
+          "Distilled CFG Scale": ("settings", "guidance", float),
+          "Denoising strength": ("settings", "denoise", float)}
+
+
+def recipe_from_parameters(text: str) -> Recipe:
+    """A best-effort recipe from another tool's A1111 'parameters' text (prompt, steps, seed...)."""
+    lines = text.strip().split("\n")
+    settings_line = lines[-1] if len(lines) > 1 and "Steps:" in lines[-1] else ""
+    body = lines[:-1] if settings_line else lines
+    negative = [ln for ln in body if ln.startswith("Negative prompt:")]
+    prompt = "\n".join(ln for ln in body if not ln.startswith("Negative prompt:"))
+    data: dict = {"prompt": {"prompt": prompt}, "settings": {}}
+    if negative:
+        data["prompt"]["negative_prompt"] = negative[0].removeprefix("Negative prompt:").strip()
+    for key, value in re.findall(r"([A-Za-z ]+): ([^,]+)", settings_line):
+        key = key.strip()
+        if key in _KNOWN:
+            section, field, cast = _KNOWN[key]
+            try:
+                data[section][field] = cast(value.strip())
+            except ValueError:
+                continue
+        elif key == "Size" and "x" in value:
+            w, _, h = value.strip().partition("x")
+            if w.isdigit() and h.isdigit():
+                data["prompt"].update(width=int(w), height=int(h))
+    return recipe_from_dict(data)
+
+
+def read_recipe_file(path: Path) -> Recipe:
+    """A recipe from a studio PNG or a recipe .json file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"Cannot read {path.name}: {exc.strerror}.") from exc
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return recipe_from_png(data, path.name)
+    if path.suffix.lower() == ".json" or data.lstrip()[:1] == b"{":
+        return recipe_from_json(data)
+    raise InputError(f"{path.name} is neither a studio PNG nor a recipe .json file.")

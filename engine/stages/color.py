@@ -1,0 +1,39 @@
+"""Colour stage: Exposure -> Grain -> Brightness/Contrast/Saturation -> LUT on RGB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.graph import StageContext
+from engine.recipe import ColorParams, Recipe
+
+
+@dataclass(frozen=True)
+class ColorStageParams:
+    color: ColorParams
+    lut_identity: str
+
+
+class ColorStage:
+    name = "color"
+    version = 1
+    uses_models = False
+
+    def inputs(self, recipe: Recipe) -> tuple[str, ...]:
+        return ("image",) if recipe.source.kind == "image" else ("decode",)
+
+    def enabled(self, recipe: Recipe) -> bool:
+        return recipe.color.enabled
+
+    def select(self, recipe: Recipe, env: Any) -> ColorStageParams:
+        lut = recipe.color.lut
+        identity = env.lut_identity(lut.file) if lut.enabled else ""
+        return ColorStageParams(recipe.color, identity)
+
+    def run(self, ctx: StageContext, params: ColorStageParams, upstream: dict) -> torch.Tensor:
+        (images,) = upstream.values()
+        ctx.step(self.name, 0, 1, "grading")
+        return ctx.services.grader.grade(images, params.color)
