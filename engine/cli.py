@@ -40,8 +40,13 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
-    models = ModelConfig(models_dir=args.models, diffusers_dir=args.diffusers,
-                         repo_id=args.repo, tiny=args.tiny, device=args.device)
+    models = ModelConfig(
+        models_dir=args.models,
+        diffusers_dir=args.diffusers,
+        repo_id=args.repo,
+        tiny=args.tiny,
+        device=args.device,
+    )
     return Engine(EngineConfig(models=models, outputs_dir=args.outputs, data_dir=args.data))
 
 
@@ -52,8 +57,13 @@ def render_one(engine: Engine, path: Path, save: bool) -> dict:
         result = engine.run(recipe, save=save)
     except (StudioError, Cancelled) as exc:
         return {"recipe": str(path), "ok": False, "error": str(exc)}
-    return {"recipe": str(path), "ok": True, "report": result.report.to_dict(),
-            "line": result.report.line(), "saved": [str(p) for p in result.saved]}
+    return {
+        "recipe": str(path),
+        "ok": True,
+        "report": result.report.to_dict(),
+        "line": result.report.line(),
+        "saved": [str(p) for p in result.saved],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,8 +100,13 @@ class Engine:
             folders.append(self.config.models.models_dir / "luts")
         return tuple(folders)
 
-    def run(self, recipe: Recipe, progress: ProgressFn | None = None,
-            cancel: CancelToken | None = None, save: bool = True) -> RunResult:
+    def run(
+        self,
+        recipe: Recipe,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+        save: bool = True,
+    ) -> RunResult:
         """Render a recipe, re-running only the stages whose inputs changed."""
         check_supported(recipe)
         report = RunReport(notes=size_notes(recipe.prompt) if _generates(recipe) else [])

@@ -22,22 +22,29 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 def open_checked(data: bytes, name: str = "the image") -> Image.Image:
     """Decode an uploaded image after checking size, format and pixel count (header first)."""
     if len(data) > MAX_UPLOAD_BYTES:
-        raise InputError(f"{name} is {len(data) / 2**20:.0f} MB; the limit is "
-                         f"{MAX_UPLOAD_BYTES // 2**20} MB. Export a smaller file.")
+        raise InputError(
+            f"{name} is {len(data) / 2**20:.0f} MB; the limit is "
+            f"{MAX_UPLOAD_BYTES // 2**20} MB. Export a smaller file."
+        )
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{name} declares far more pixels than the studio accepts "
-                         f"({MAX_PIXELS / 1e6:.0f} MP, 8192×8192): {exc} Resize it first.") from exc
+        raise InputError(
+            f"{name} declares far more pixels than the studio accepts "
+            f"({MAX_PIXELS / 1e6:.0f} MP, 8192×8192): {exc} Resize it first."
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{name} is not an image this studio can read (PNG, JPEG, WEBP, BMP, "
-                         f"TIFF) or the file is damaged. Re-export it and upload again.") from exc
+        raise InputError(
+            f"{name} is not an image this studio can read (PNG, JPEG, WEBP, BMP, "
+            f"TIFF) or the file is damaged. Re-export it and upload again."
+        ) from exc
     _check_header(image, name)
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{name} is damaged or truncated ({exc}). Re-export it and upload "
-                         f"again.") from exc
+        raise InputError(
+            f"{name} is damaged or truncated ({exc}). Re-export it and upload again."
+        ) from exc
     return image
 
 
@@ -102,9 +109,7 @@ class ImageStore:
 
     def put(self, data: bytes, name: str = "the image") -> str:
         image = to_rgb(open_checked(data, name))
-        digest = "sha256:" + hashlib.sha256(
-            f"{image.size}".encode() + image.tobytes()
-        ).hexdigest()
+        digest = "sha256:" + hashlib.sha256(f"{image.size}".encode() + image.tobytes()).hexdigest()
         path = self._path(digest)
         if not path.exists():
             buffer = io.BytesIO()
@@ -117,8 +122,9 @@ class ImageStore:
         if not digest:
             raise InputError("No source image: upload an image in the Color tab first.")
         if not self._path(digest).exists():
-            raise InputError(f"The image {digest[:19]}… is not in this studio's image store. "
-                             "Upload it again.")
+            raise InputError(
+                f"The image {digest[:19]}… is not in this studio's image store. Upload it again."
+            )
         return digest
 
     def load(self, digest: str) -> Image.Image:
@@ -126,8 +132,10 @@ class ImageStore:
 
     def _path(self, digest: str) -> Path:
         algo, _, hexdigest = digest.partition(":")
-        if algo != "sha256" or len(hexdigest) != 64 or not all(
-            c in "0123456789abcdef" for c in hexdigest
+        if (
+            algo != "sha256"
+            or len(hexdigest) != 64
+            or not all(c in "0123456789abcdef" for c in hexdigest)
         ):
             raise InputError(f"{digest[:80]!r} is not an image digest (sha256:<64 hex>).")
         return self.folder / f"{hexdigest}.png"

@@ -23,9 +23,14 @@ def parameters_text(recipe: Recipe, model_label: str = "") -> str:
     p, s = recipe.prompt, recipe.settings
     width, height = render_size(p)
     fields = [
-        ("Steps", s.steps), ("Sampler", s.sampler), ("Schedule type", s.scheduler),
-        ("CFG scale", s.cfg), ("Distilled CFG Scale", s.guidance), ("Seed", s.seed),
-        ("Size", f"{width}x{height}"), ("Denoising strength", s.denoise),
+        ("Steps", s.steps),
+        ("Sampler", s.sampler),
+        ("Schedule type", s.scheduler),
+        ("CFG scale", s.cfg),
+        ("Distilled CFG Scale", s.guidance),
+        ("Seed", s.seed),
+        ("Size", f"{width}x{height}"),
+        ("Denoising strength", s.denoise),
         ("Shift", f"{s.base_shift}/{s.max_shift}"),
     ]
     if model_label:
@@ -56,13 +61,18 @@ def recipe_from_png(data: bytes, name: str = "the PNG") -> Recipe:
     parameters = image.info.get(PARAMETERS_KEY)
     if parameters:
         return recipe_from_parameters(parameters)
-    raise RecipeError(f"{name} carries no recipe: it was not made by Portrait Studio (or its "
-                      "metadata was stripped, e.g. by a WEBP/JPEG conversion).")
+    raise RecipeError(
+        f"{name} carries no recipe: it was not made by Portrait Studio (or its "
+        "metadata was stripped, e.g. by a WEBP/JPEG conversion)."
+    )
 
 
-_KNOWN = {"Steps": ("settings", "steps", int), "Seed": ("settings", "seed", int),
-          "Distilled CFG Scale": ("settings", "guidance", float),
-          "Denoising strength": ("settings", "denoise", float)}
+_KNOWN = {
+    "Steps": ("settings", "steps", int),
+    "Seed": ("settings", "seed", int),
+    "Distilled CFG Scale": ("settings", "guidance", float),
+    "Denoising strength": ("settings", "denoise", float),
+}
 
 
 def recipe_from_parameters(text: str) -> Recipe:

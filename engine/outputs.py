@@ -26,8 +26,9 @@ def per_image_recipe(recipe: Recipe, index: int) -> Recipe:
     return dataclasses.replace(recipe, settings=settings, prompt=prompt)
 
 
-def save_outputs(images: list[Image.Image], recipe: Recipe, folder: Path,
-                 model_label: str = "") -> list[Path]:
+def save_outputs(
+    images: list[Image.Image], recipe: Recipe, folder: Path, model_label: str = ""
+) -> list[Path]:
     """Write the images atomically as PNGs with metadata; never overwrite an earlier file."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     paths = []

@@ -84,13 +84,15 @@ def _load(cls: type, data: Any, base: Any, path: str, errors: list[str]) -> Any:
     values = {}
     for name, f in fields.items():
         if name in data:
-            values[name] = _value(f, _hints(cls)[name], data[name], getattr(base, name),
-                                  _join(path, name), errors)
+            values[name] = _value(
+                f, _hints(cls)[name], data[name], getattr(base, name), _join(path, name), errors
+            )
     return dataclasses.replace(base, **values)
 
 
-def _value(f: dataclasses.Field, hint: Any, raw: Any, old: Any, path: str,
-           errors: list[str]) -> Any:
+def _value(
+    f: dataclasses.Field, hint: Any, raw: Any, old: Any, path: str, errors: list[str]
+) -> Any:
     if dataclasses.is_dataclass(hint):
         return _load(hint, raw, old, path, errors)
     if typing.get_origin(hint) is tuple:
@@ -105,8 +107,9 @@ def _value(f: dataclasses.Field, hint: Any, raw: Any, old: Any, path: str,
     return checked
 
 
-def _tuple(f: dataclasses.Field, item: Any, raw: Any, old: Any, path: str,
-           errors: list[str]) -> Any:
+def _tuple(
+    f: dataclasses.Field, item: Any, raw: Any, old: Any, path: str, errors: list[str]
+) -> Any:
     if not isinstance(raw, list):
         errors.append(f"{path}: expected a list, got {_kind(raw)}")
         return old
@@ -154,8 +157,15 @@ def _expected(hint: Any) -> str:
 
 
 def _kind(raw: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "an object", type(None): "null"}.get(type(raw), type(raw).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(raw), type(raw).__name__)
 
 
 def _join(path: str, key: str) -> str:

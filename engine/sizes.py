@@ -14,8 +14,10 @@ def round_to_grid(value: float, grid: int = GRID) -> int:
 
 def render_size(prompt: PromptParams) -> tuple[int, int]:
     """The (width, height) actually rendered."""
-    return (round_to_grid(prompt.width * prompt.resolution),
-            round_to_grid(prompt.height * prompt.resolution))
+    return (
+        round_to_grid(prompt.width * prompt.resolution),
+        round_to_grid(prompt.height * prompt.resolution),
+    )
 
 
 def size_notes(prompt: PromptParams) -> list[str]:

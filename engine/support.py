@@ -34,6 +34,7 @@ def check_supported(recipe: Recipe) -> None:
     missing = unsupported_features(recipe)
     if missing:
         raise NotAvailableError(
-            "This version of the studio cannot render yet: " + "; ".join(missing)
+            "This version of the studio cannot render yet: "
+            + "; ".join(missing)
             + ". Switch them off (or load the recipe in a newer version)."
         )

@@ -13,9 +13,9 @@ def png_claiming(width: int, height: int) -> bytes:
     Image.new("RGB", (8, 8), (120, 90, 60)).save(buffer, format="PNG")
     data = bytearray(buffer.getvalue())
     ihdr = 8 + 4  # signature, then chunk length; the type 'IHDR' follows
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr:ihdr + 4 + 13])) & 0xFFFFFFFF
-    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 4 + 13])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
     return bytes(data)
 
 
@@ -31,4 +31,4 @@ def not_an_image() -> bytes:
 
 
 def broken_cube() -> str:
-    return "TITLE \"broken\"\nLUT_3D_SIZE 2\n0 0 0\n1 oops 0\n"
+    return 'TITLE "broken"\nLUT_3D_SIZE 2\n0 0 0\n1 oops 0\n'

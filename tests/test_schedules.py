@@ -66,7 +66,8 @@ def test_sgm_uniform_and_beta_shapes():
     lo = shift_by_hand(mu, 1e-4)
     ts = [1 + i / 4 * (lo - 1) for i in range(4)]
     assert flux_sigmas("sgm_uniform", 4, mu).tolist() == pytest.approx(
-        [shift_by_hand(mu, t) for t in ts] + [0.0])
+        [shift_by_hand(mu, t) for t in ts] + [0.0]
+    )
     beta = flux_sigmas("beta", 20, mu)
     assert beta[0] == 1.0 and beta[-1] == 0.0
     assert torch.all(beta[:-1] > beta[1:])  # strictly decreasing after de-duplication

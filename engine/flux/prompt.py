@@ -26,12 +26,18 @@ def encode_prompt(bundle, prompt: str) -> tuple[PromptEmbeddings, list[str]]:
     """Encode one prompt; the notes say when an encoder truncated it."""
     device = bundle.device
     clip_ids = bundle.clip_tokenizer(
-        prompt, padding="max_length", max_length=CLIP_MAX_TOKENS, truncation=True,
+        prompt,
+        padding="max_length",
+        max_length=CLIP_MAX_TOKENS,
+        truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
     pooled = bundle.clip(clip_ids, output_hidden_states=False).pooler_output
     t5_ids = bundle.t5_tokenizer(
-        prompt, padding="max_length", max_length=bundle.t5_max_length, truncation=True,
+        prompt,
+        padding="max_length",
+        max_length=bundle.t5_max_length,
+        truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
     tokens = bundle.t5(t5_ids, output_hidden_states=False)[0]
@@ -50,6 +56,8 @@ def _truncation_notes(bundle, prompt: str) -> list[str]:
         )
     t5_len = _token_count(bundle.t5_tokenizer, prompt)
     if t5_len > bundle.t5_max_length:
-        notes.append(f"The prompt is {t5_len} T5 tokens; T5 reads the first "
-                     f"{bundle.t5_max_length}, the rest is ignored.")
+        notes.append(
+            f"The prompt is {t5_len} T5 tokens; T5 reads the first "
+            f"{bundle.t5_max_length}, the rest is ignored."
+        )
     return notes

@@ -7,7 +7,7 @@ step and may raise to stop the loop.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -83,10 +83,10 @@ def _full_schedule(name: str, table: np.ndarray, steps: int, mu: float) -> list[
 
 
 def flux_sigmas(name: str, steps: int, mu: float, denoise: float = 1.0) -> torch.Tensor:
-    """Sigmas (float64) for `steps` steps ending in 0; denoise < 1 keeps the tail of a longer grid."""
+    """Sigmas (float64): `steps` steps ending in 0; denoise < 1 keeps a longer grid's tail."""
     if denoise <= 0:
         return torch.zeros(0, dtype=torch.float64)
     total = steps if denoise >= 1 else int(steps / denoise)
     table = sigma_table(mu)
     sigmas = _full_schedule(name, table, total, mu) + [0.0]
-    return torch.tensor(sigmas[-(steps + 1):], dtype=torch.float64)
+    return torch.tensor(sigmas[-(steps + 1) :], dtype=torch.float64)

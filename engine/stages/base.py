@@ -57,8 +57,18 @@ class BaseStage:
         width, height = render_size(recipe.prompt)
         seeds = tuple(s.seed + i for i in range(recipe.prompt.batch_size))
         return BaseParams(
-            width, height, seeds, s.sampler, s.scheduler, s.steps, s.denoise, s.guidance,
-            s.base_shift, s.max_shift, files.transformer, files.weight_dtype,
+            width,
+            height,
+            seeds,
+            s.sampler,
+            s.scheduler,
+            s.steps,
+            s.denoise,
+            s.guidance,
+            s.base_shift,
+            s.max_shift,
+            files.transformer,
+            files.weight_dtype,
         )
 
     def run(self, ctx: StageContext, p: BaseParams, upstream: dict) -> LatentResult:
@@ -68,9 +78,13 @@ class BaseStage:
         sigmas = flux_sigmas(p.scheduler, p.steps, mu, p.denoise)
         noise = latents.initial_noise(list(p.seeds), p.height, p.width).to(device)
         x = noise * sigmas[0].item()  # empty latent: x = sigma0 * noise + (1 - sigma0) * 0
-        model = FluxDenoiser(bundle.transformer, upstream["text"],
-                             latents.image_ids(p.height, p.width, device), p.guidance,
-                             bundle.compute_dtype)
+        model = FluxDenoiser(
+            bundle.transformer,
+            upstream["text"],
+            latents.image_ids(p.height, p.width, device),
+            p.guidance,
+            bundle.compute_dtype,
+        )
         total = len(sigmas) - 1
         ctx.step(self.name, 0, total, "sampling")
 
