@@ -95,7 +95,7 @@ class Engine:
 
     @property
     def lut_folders(self) -> tuple[Path, ...]:
-        folders = list(self.config.lut_folders) or [DEFAULT_LUTS]
+        folders = [DEFAULT_LUTS, *self.config.lut_folders]
         if self.config.models.models_dir:
             folders.append(self.config.models.models_dir / "luts")
         return tuple(folders)

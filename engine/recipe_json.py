@@ -27,10 +27,16 @@ def recipe_to_json(recipe: Recipe, indent: int | None = 2) -> str:
 
 
 def canonical_json(value: Any) -> str:
-    """Stable JSON for hashing: sorted keys, no whitespace."""
-    if dataclasses.is_dataclass(value):
-        value = to_dict(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """Stable JSON for hashing: sorted keys, no whitespace; dataclasses become objects."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_plain
+    )
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def recipe_from_json(text: str | bytes, base: Recipe | None = None) -> Recipe:
@@ -179,17 +185,15 @@ def get_path(obj: Any, path: str) -> Any:
     return obj
 
 
-def set_path(obj: Any, path: str, value: Any) -> Any:
+def set_path(obj: Any, path: str, value: Any, _done: str = "") -> Any:
     """A copy of `obj` with the dotted field path set (validated like JSON input)."""
     head, _, rest = path.partition(".")
+    where = _join(_done, head)
     if rest:
-        return dataclasses.replace(obj, **{head: set_path(getattr(obj, head), rest, value)})
-    return _set_leaf(obj, head, value)
-
-
-def _set_leaf(obj: Any, name: str, value: Any) -> Any:
+        inner = set_path(getattr(obj, head), rest, value, where)
+        return dataclasses.replace(obj, **{head: inner})
     errors: list[str] = []
-    out = _load(type(obj), {name: value}, obj, "", errors)
+    out = _load(type(obj), {head: value}, obj, _done, errors)
     if errors:
         raise RecipeError(errors[0])
     return out
