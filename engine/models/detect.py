@@ -1,0 +1,178 @@
+"""Recognise a checkpoint from its header: which component, key layout, and shape.
+
+Only known widths are accepted: the real FLUX.1 architecture (and its CLIP-L / T5-XXL /
+16-channel VAE) and our tiny test models. Everything else (SD VAEs, CLIP-G, UMT5, Flux
+Fill's 384 input channels, LoRA files) is rejected with a short reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.models.checkpoint import Header
+from engine.models.precision import SAFETENSORS_FP8
+
+# Anchor keys: a file is a candidate when one of them appears (after any prefix).
+_BFL_ANCHOR = "double_blocks.0.img_attn.qkv.weight"
+_DIFFUSERS_ANCHOR = "transformer_blocks.0.attn.to_q.weight"
+_VAE_ANCHOR = "decoder.conv_in.weight"
+_CLIP_ANCHOR = "embeddings.token_embedding.weight"
+_T5_ANCHOR = "encoder.block.0.layer.0.SelfAttention.q.weight"
+
+# width -> config family; "flux1" = the JSON configs in configs/, "tiny" = tiny.py.
+TRANSFORMER_WIDTHS = {3072: "flux1", 32: "tiny"}
+VAE_WIDTHS = {128: "flux1", 8: "tiny"}
+CLIP_WIDTHS = {768: "flux1", 32: "tiny"}
+T5_WIDTHS = {4096: "flux1", 32: "tiny"}
+REAL_VOCAB = {"clip": 49408, "t5": 32128}
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a file holds: family ("flux1"/"tiny"), key prefix, layout and config overrides."""
+
+    component: str
+    family: str
+    prefix: str
+    layout: str
+    overrides: tuple[tuple[str, object], ...] = ()
+    file_fp8: str = ""
+    variant: str = ""
+
+    def dims(self) -> dict[str, object]:
+        return dict(self.overrides)
+
+
+def detect_transformer(header: Header) -> Detected | str:
+    """A Flux transformer (BFL, ComfyUI-prefixed or diffusers layout), or why not."""
+    prefix = header.prefix_of(_BFL_ANCHOR)
+    if prefix is not None:
+        return _bfl_transformer(header, prefix)
+    prefix = header.prefix_of(_DIFFUSERS_ANCHOR)
+    if prefix is not None and header.has(f"{prefix}single_transformer_blocks.0.proj_mlp.weight"):
+        return _diffusers_transformer(header, prefix)
+    return "not a Flux transformer"
+
+
+def _bfl_transformer(header: Header, prefix: str) -> Detected | str:
+    p = prefix
+    if not header.has(f"{p}vector_in.in_layer.weight"):
+        return "a Flux-like transformer without a CLIP input (not FLUX.1)"
+    width, in_channels = header.shapes[f"{p}img_in.weight"]
+    family = TRANSFORMER_WIDTHS.get(width)
+    if family != "flux1":  # diffusers' BFL converter is written for the real width only
+        return f"a BFL-layout transformer of width {width}, not FLUX.1 (3072)"
+    guidance = header.has(f"{p}guidance_in.in_layer.weight")
+    overrides = {
+        "in_channels": in_channels,
+        "num_layers": header.count_blocks(f"{p}double_blocks."),
+        "num_single_layers": header.count_blocks(f"{p}single_blocks."),
+        "guidance_embeds": guidance,
+        "joint_attention_dim": header.shapes[f"{p}txt_in.weight"][1],
+        "pooled_projection_dim": header.shapes[f"{p}vector_in.in_layer.weight"][1],
+    }
+    return _transformer(header, p, "bfl", family, overrides, f"{p}{_BFL_ANCHOR}")
+
+
+def _diffusers_transformer(header: Header, prefix: str) -> Detected | str:
+    p = prefix
+    text_key = f"{p}time_text_embed.text_embedder.linear_1.weight"
+    if not header.has(text_key):
+        return "a Flux-like transformer without a CLIP input (not FLUX.1)"
+    width, in_channels = header.shapes[f"{p}x_embedder.weight"]
+    family = TRANSFORMER_WIDTHS.get(width)
+    if family is None:
+        return f"a transformer of width {width}, neither FLUX.1 (3072) nor the tiny test model"
+    guidance = header.has(f"{p}time_text_embed.guidance_embedder.linear_1.weight")
+    overrides = {
+        "in_channels": in_channels,
+        "num_layers": header.count_blocks(f"{p}transformer_blocks."),
+        "num_single_layers": header.count_blocks(f"{p}single_transformer_blocks."),
+        "guidance_embeds": guidance,
+        "joint_attention_dim": header.shapes[f"{p}context_embedder.weight"][1],
+        "pooled_projection_dim": header.shapes[text_key][1],
+    }
+    return _transformer(header, p, "diffusers", family, overrides, f"{p}{_DIFFUSERS_ANCHOR}")
+
+
+def _transformer(
+    header: Header, prefix: str, layout: str, family: str, overrides: dict, anchor: str
+) -> Detected | str:
+    if overrides["in_channels"] != 64:
+        return f"a Flux transformer with {overrides['in_channels']} input channels (Fill/Depth?)"
+    return Detected(
+        component="transformer",
+        family=family,
+        prefix=prefix,
+        layout=layout,
+        overrides=tuple(sorted(overrides.items())),
+        file_fp8=SAFETENSORS_FP8.get(header.dtypes[anchor], ""),
+        variant="dev" if overrides["guidance_embeds"] else "schnell",
+    )
+
+
+def detect_vae(header: Header) -> Detected | str:
+    """A 16-channel Flux VAE in LDM/BFL (ae.safetensors) or diffusers layout, or why not."""
+    prefix = header.prefix_of(_VAE_ANCHOR)
+    if prefix is None:
+        return "not a VAE"
+    latent = header.shapes[f"{prefix}{_VAE_ANCHOR}"][1]
+    if latent != 16:
+        return f"a VAE with {latent} latent channels (Flux needs 16)"
+    conv_in = f"{prefix}encoder.conv_in.weight"
+    width = header.shapes[conv_in][0] if header.has(conv_in) else 0
+    family = VAE_WIDTHS.get(width)
+    if family is None:
+        return f"a 16-channel VAE of width {width}, not the Flux VAE"
+    layout = (
+        "diffusers" if header.has(f"{prefix}decoder.up_blocks.0.resnets.0.conv1.weight") else "ldm"
+    )
+    return Detected("vae", family, prefix, layout)
+
+
+def detect_clip(header: Header) -> Detected | str:
+    """A CLIP-L text encoder in transformers layout (ComfyUI's clip_l.safetensors), or why not."""
+    found = header.prefix_of(_CLIP_ANCHOR)
+    if found is None:
+        return "not a CLIP text encoder"
+    # Keep "text_model." on the keys: transformers maps it either way; strip what is outside.
+    prefix = found[: -len("text_model.")] if found.endswith("text_model.") else found
+    vocab, width = header.shapes[f"{found}{_CLIP_ANCHOR}"]
+    family = CLIP_WIDTHS.get(width)
+    if family is None or (family == "flux1" and vocab != REAL_VOCAB["clip"]):
+        return f"a CLIP text encoder of width {width}, not CLIP-L (768)"
+    layers = header.count_blocks(f"{found}encoder.layers.")
+    overrides = (("hidden_size", width), ("num_hidden_layers", layers))
+    return Detected("clip", family, prefix, "transformers", overrides)
+
+
+def detect_t5(header: Header) -> Detected | str:
+    """A T5 encoder in transformers layout (ComfyUI's t5xxl_*.safetensors), or why not."""
+    prefix = header.prefix_of(_T5_ANCHOR)
+    if prefix is None:
+        return "not a T5 encoder"
+    embed = next(
+        (
+            f"{prefix}{k}"
+            for k in ("shared.weight", "encoder.embed_tokens.weight")
+            if header.has(f"{prefix}{k}")
+        ),
+        None,
+    )
+    if embed is None:
+        return "a T5 encoder without its token embedding"
+    vocab, width = header.shapes[embed]
+    family = T5_WIDTHS.get(width)
+    if family is None or (family == "flux1" and vocab != REAL_VOCAB["t5"]):
+        return f"a T5 encoder of width {width} / vocabulary {vocab}, not T5-XXL"
+    layers = header.count_blocks(f"{prefix}encoder.block.")
+    overrides = (("d_model", width), ("num_layers", layers))
+    return Detected("t5", family, prefix, "transformers", overrides)
+
+
+DETECTORS = {
+    "transformer": detect_transformer,
+    "vae": detect_vae,
+    "clip": detect_clip,
+    "t5": detect_t5,
+}

@@ -1,0 +1,209 @@
+"""ModelManager: find the Flux weights, load them once, keep them warm, report what it did."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from transformers import CLIPTextModel, T5EncoderModel
+
+from engine.errors import ModelNotFoundError, StudioError
+from engine.models import loaders
+from engine.models.checkpoint import CheckpointError
+from engine.models.precision import (
+    apply_weight_storage,
+    compute_dtype_for,
+    pick_device,
+    storage_dtype,
+)
+from engine.models.resolve import TEXT_PARTS, Resolution, resolve_specs, tiny_specs
+from engine.models.specs import COMPONENT_NAMES, HOW_TO_GET_WEIGHTS, WeightSpec
+from engine.models.tiny import TINY_T5_MAX_LENGTH
+from engine.recipe import ModelParams
+
+TINY_LABEL = "tiny random demo models (not real Flux)"
+COMPONENTS = ("transformer", "vae", "clip", "t5", "clip_tokenizer", "t5_tokenizer")
+# Real Flux was trained with these T5 lengths (dev 512, schnell 256).
+T5_MAX_LENGTH = {"dev": 512, "schnell": 256}
+
+TransformerHook = Callable[[FluxTransformer2DModel, "FluxFiles"], None]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where to look for weights, and on which device to run them."""
+
+    models_dir: Path | None = None
+    diffusers_dir: Path | None = None
+    repo_id: str | None = None
+    tiny: bool = False
+    device: str = "auto"
+    hub_cache_dir: Path | None = None  # None: huggingface_hub's own cache
+
+
+@dataclass(frozen=True)
+class FluxFiles:
+    """What resolve() found (cheap: no weights read). The identities go into cache keys."""
+
+    transformer: str
+    vae: str
+    text: str
+    weight_dtype: str
+    label: str
+    specs: tuple[WeightSpec, ...] = field(default=(), repr=False)
+
+    def spec(self, component: str) -> WeightSpec:
+        return next(s for s in self.specs if s.component == component)
+
+
+@dataclass
+class FluxBundle:
+    """The loaded, warm components of one Flux setup."""
+
+    transformer: FluxTransformer2DModel
+    vae: AutoencoderKL
+    clip_tokenizer: Any
+    clip: CLIPTextModel
+    t5_tokenizer: Any
+    t5: T5EncoderModel
+    files: FluxFiles
+    device: torch.device
+    compute_dtype: torch.dtype
+    t5_max_length: int
+
+
+class ModelManager:
+    """Owns every set of Flux weights: one warm copy of each component, reused across runs."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.device = pick_device(config.device)
+        # Called on the transformer after loading and before fp8 casting: LoRA goes here,
+        # because layers added after casting are not cast (and fp8 LoRA math fails on CPU).
+        self.before_casting: list[TransformerHook] = []
+        self._warm: dict[str, tuple[tuple, Any]] = {}
+        self._counts = dict.fromkeys(COMPONENTS, 0)
+        self._lock = threading.RLock()
+
+    def resolve(self, params: ModelParams) -> FluxFiles:
+        """Find the files for `params`; raises ModelNotFoundError listing every place searched."""
+        return self._resolve(params)[0]
+
+    def _resolve(self, params: ModelParams) -> tuple[FluxFiles, Resolution]:
+        found = tiny_specs() if self.config.tiny else resolve_specs(self.config, params)
+        weight_dtype = found.weight_dtype(params.weight_dtype, self.device)
+        specs = found.specs
+        text = "|".join(f"{part}={specs[part].identity}" for part in TEXT_PARTS)
+        label = TINY_LABEL if self.config.tiny else found.label()
+        files = FluxFiles(
+            transformer=specs["transformer"].identity,
+            vae=specs["vae"].identity,
+            text=text,
+            weight_dtype=weight_dtype,
+            label=label,
+            specs=tuple(specs[c] for c in COMPONENTS),
+        )
+        return files, found
+
+    def flux(self, params: ModelParams) -> FluxBundle:
+        """The warm bundle for `params`, loading only the components that changed."""
+        with self._lock:
+            files, found = self._resolve(params)
+            compute = compute_dtype_for(self.device, files.weight_dtype)
+            parts = {c: self._warm_component(c, files, compute, found) for c in COMPONENTS}
+            return FluxBundle(
+                transformer=parts["transformer"],
+                vae=parts["vae"],
+                clip_tokenizer=parts["clip_tokenizer"],
+                clip=parts["clip"],
+                t5_tokenizer=parts["t5_tokenizer"],
+                t5=parts["t5"],
+                files=files,
+                device=self.device,
+                compute_dtype=compute,
+                t5_max_length=self._t5_max_length(files, parts["transformer"]),
+            )
+
+    def _warm_component(
+        self, component: str, files: FluxFiles, compute: torch.dtype, found: Resolution
+    ) -> Any:
+        spec = files.spec(component)
+        key = (spec.identity, str(self.device), compute)
+        if component == "transformer":
+            key += (files.weight_dtype,)
+        cached = self._warm.get(component)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._forget(component)  # free the old copy before loading a new one
+        try:
+            value = self._load(component, spec, files, compute)
+        except CheckpointError as exc:
+            raise self._load_error(spec, str(exc), found) from exc
+        self._warm[component] = (key, value)
+        self._counts[component] += 1
+        return value
+
+    def _load(self, component: str, spec: WeightSpec, files: FluxFiles, dtype: torch.dtype) -> Any:
+        if spec.source == "hub":
+            spec = loaders.download(spec, self.config.hub_cache_dir)
+        if component.endswith("_tokenizer"):
+            return loaders.load_tokenizer(spec)
+        if component == "transformer":
+            return self._load_transformer(spec, files, dtype)
+        load = {"vae": loaders.load_vae, "clip": loaders.load_clip, "t5": loaders.load_t5}
+        return load[component](spec, dtype).to(self.device)
+
+    def _load_transformer(
+        self, spec: WeightSpec, files: FluxFiles, compute: torch.dtype
+    ) -> FluxTransformer2DModel:
+        model = loaders.load_transformer(spec, compute)
+        for hook in self.before_casting:
+            hook(model, files)
+        apply_weight_storage(model, storage_dtype(files.weight_dtype), compute)
+        return model.to(self.device)
+
+    def _forget(self, component: str) -> None:
+        if self._warm.pop(component, None) is not None:
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _load_error(self, spec: WeightSpec, reason: str, found: Resolution) -> ModelNotFoundError:
+        what = COMPONENT_NAMES[spec.component]
+        where = f"{spec.label!r} ({spec.path})" if spec.path else repr(spec.label)
+        return ModelNotFoundError(
+            f"The {what} {where} {reason}. {found.summary(spec.component)} {HOW_TO_GET_WEIGHTS}"
+        )
+
+    def _t5_max_length(self, files: FluxFiles, transformer: FluxTransformer2DModel) -> int:
+        spec = files.spec("transformer")
+        if spec.source == "tiny" or (spec.detected and spec.detected.family == "tiny"):
+            return TINY_T5_MAX_LENGTH
+        return T5_MAX_LENGTH["dev" if transformer.config.guidance_embeds else "schnell"]
+
+    def describe(self) -> str:
+        """One paragraph for the UI: what was found, or where we looked and how to get weights."""
+        if self.config.tiny:
+            return (
+                f"Demo mode: {TINY_LABEL}, built in code from fixed seeds; images are "
+                f"noise-like patterns. Device: {self.device.type}."
+            )
+        try:
+            files, found = self._resolve(ModelParams())
+        except StudioError as exc:
+            return f"No usable Flux weights yet. {exc}"
+        return (
+            f"Flux weights found: {files.label}. Transformer precision {files.weight_dtype} "
+            f"on {self.device.type}. {found.summary()}"
+        )
+
+    def load_counts(self) -> dict[str, int]:
+        """How many times each component was actually loaded (not served warm)."""
+        with self._lock:
+            return dict(self._counts)
