@@ -1,0 +1,238 @@
+"""Event handlers: build a recipe through `bindings`, call the engine, return updates.
+
+Handlers take Gradio input dicts and return output dicts ({component: value}); anything
+not in the returned dict stays on screen as it was, so a failed run never clears the
+earlier results.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from engine.errors import Cancelled, StudioError
+from engine.recipe import Recipe
+from engine.recipe_json import recipe_from_json, set_path
+from studio.bindings import Controls
+from studio.panels import results as res
+from studio.panels.color import PREFIX as COLOR
+from studio.session import RunView, Session
+
+log = logging.getLogger(__name__)
+
+Updates = dict[gr.Component, Any]
+STOPPED = "Stopped. The earlier results are kept."
+
+
+def new_cancel_token(engine: Any) -> Any:
+    """A CancelToken from the engine's own module.
+
+    The studio never imports engine.engine (it imports torch); by the time a render runs
+    the module is loaded already, since `engine` is an instance of it.
+    """
+    return sys.modules[type(engine).__module__].CancelToken()
+
+
+def failure_message(exc: BaseException) -> str:
+    """What to tell the person about a failed run."""
+    if isinstance(exc, StudioError):
+        return str(exc)
+    if isinstance(exc, Cancelled):
+        return STOPPED
+    log.error("render failed", exc_info=exc)
+    return (
+        f"Unexpected error ({type(exc).__name__}: {exc}). The studio keeps running; "
+        "the server log has the details."
+    )
+
+
+def run_view(requested: Recipe, result: Any) -> RunView:
+    """What the results panel needs from a RunResult (saved PNGs preferred: they carry
+    the recipe, so a download from the gallery restores the studio)."""
+    images = list(result.images)
+    saved = [str(p) for p in result.saved]
+    finals: list[Any] = saved if saved and len(saved) == len(images) else images
+    stages = {name: list(imgs) for name, imgs in result.artifacts.items() if imgs}
+    return RunView(
+        requested=requested,
+        rendered=result.recipe,
+        finals=finals,
+        stages=stages or {res.FINAL: finals},
+        report_line=result.report.line(),
+        notes=list(result.report.notes),
+    )
+
+
+class StudioCallbacks:
+    """The handlers of one page; they hold no per-session data (that is in `state`)."""
+
+    def __init__(
+        self,
+        engine: Any,
+        controls: Controls,
+        panel: res.ResultsPanel,
+        state: gr.State,
+        upload: gr.File,
+    ) -> None:
+        self.engine = engine
+        self.controls = controls
+        self.panel = panel
+        self.state = state
+        self.upload = upload
+
+    # -- rendering -------------------------------------------------------------------
+
+    def generate(self, data: Mapping[gr.Component, Any]) -> Iterator[Updates]:
+        """Render the recipe on the tabs, streaming progress and previews."""
+        session: Session = data[self.state]
+        try:
+            recipe = self.controls.recipe(session.base, data)
+            recipe = set_path(set_path(recipe, "source.kind", "generate"), "source.image", "")
+        except StudioError as exc:
+            yield self._fail(exc)
+            return
+        cancel = new_cancel_token(self.engine)
+        session.cancel = cancel
+        yield res.show_status(self.panel, "Starting…")
+        try:
+            yield from self._render_streaming(session, recipe, cancel)
+        finally:
+            if session.cancel is cancel:
+                session.cancel = None
+
+    def _render_streaming(self, session: Session, recipe: Recipe, cancel: Any) -> Iterator[Updates]:
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def work() -> None:
+            try:
+                result = self.engine.run(
+                    recipe, progress=lambda p: events.put(("progress", p)), cancel=cancel
+                )
+                events.put(("done", result))
+            except BaseException as exc:  # handed to the page, never lost
+                events.put(("error", exc))
+
+        threading.Thread(target=work, name="studio-render", daemon=True).start()
+        while True:
+            kind, item = events.get()
+            # Only the newest progress event is worth a round trip to the browser.
+            while kind == "progress" and not events.empty():
+                kind, item = events.get()
+            if kind == "progress":
+                yield res.show_progress(self.panel, item)
+            elif kind == "done":
+                session.remember(run_view(recipe, item))
+                yield res.show_run(self.panel, session)
+                return
+            else:
+                yield self._fail(item)
+                return
+
+    def stop(self, session: Session) -> Updates:
+        """Ask the render in progress to stop between two steps."""
+        if session.cancel is not None:
+            session.cancel.cancel()
+            return res.show_status(self.panel, STOPPED)
+        return res.show_status(self.panel, "Nothing is rendering.")
+
+    def regrade(self, data: Mapping[gr.Component, Any]) -> Updates:
+        """Re-run the last image with the Color tab's values (only the colour stage runs)."""
+        session: Session = data[self.state]
+        if session.last is None:
+            return res.show_status(self.panel, "Colour settings apply to the next image.")
+        try:
+            recipe = self.controls.recipe(session.last.requested, data, prefix=COLOR)
+        except StudioError as exc:
+            return self._fail(exc)
+        if recipe == session.last.requested:
+            return {}  # a blur or repeated event that changed nothing
+        return self._render(session, recipe)
+
+    def grade_upload(self, data: Mapping[gr.Component, Any]) -> Updates:
+        """Store an uploaded picture and grade it with the Color tab (no diffusion)."""
+        session: Session = data[self.state]
+        path = data[self.upload]
+        if not path:
+            return {}
+        try:
+            digest = self.engine.store_image(Path(path).read_bytes())
+            recipe = self.controls.recipe(session.base, data, prefix=COLOR)
+            recipe = set_path(set_path(recipe, "source.kind", "image"), "source.image", digest)
+        except StudioError as exc:
+            return self._fail(exc)
+        return self._render(session, recipe)
+
+    def _render(self, session: Session, recipe: Recipe) -> Updates:
+        try:
+            result = self.engine.run(recipe)
+        except Exception as exc:  # every failure becomes a message
+            return self._fail(exc)
+        session.remember(run_view(recipe, result))
+        return res.show_run(self.panel, session)
+
+    def _fail(self, exc: BaseException) -> Updates:
+        message = failure_message(exc)
+        if isinstance(exc, Cancelled):
+            return res.show_status(self.panel, message)
+        gr.Warning(message.splitlines()[0] if message else "Could not render.")
+        return res.show_error(self.panel, message)
+
+    # -- restore, compare ------------------------------------------------------------
+
+    def restore(self, session: Session, path: str | None) -> Updates:
+        """Set every tab from a PNG made by the studio or a recipe .json."""
+        if not path:
+            return {}
+        try:
+            recipe = self.engine.read_recipe_file(Path(path))
+        except StudioError as exc:
+            return self._fail(exc)
+        session.base = recipe
+        updates: Updates = self.controls.updates(recipe)
+        updates.update(res.show_status(self.panel, f"Restored the recipe of {Path(path).name}."))
+        updates[self.panel.error] = gr.update(value="", visible=False)
+        return updates
+
+    def compare(self, session: Session, a: str | None, b: str | None) -> Updates:
+        if a and b:
+            session.compare = (a, b)
+        return res.show_compare(self.panel, session)
+
+    def select(self, session: Session, evt: gr.SelectData) -> Updates:
+        """Show the clicked batch image in the A/B slider."""
+        session.selected = int(evt.index) if isinstance(evt.index, int) else 0
+        return res.show_compare(self.panel, session)
+
+    # -- API for programs ------------------------------------------------------------
+
+    def render_api(self, recipe_json: str) -> tuple[list[str], dict[str, Any]]:
+        """Render a recipe JSON (a partial one is laid over the default recipe).
+
+        Returns the saved PNG paths (each carries its recipe) and the run report.
+        """
+        try:
+            recipe = recipe_from_json(recipe_json or "{}", base=self.engine.default_recipe())
+            result = self.engine.run(recipe, save=True)
+        except StudioError as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+        except Exception as exc:  # a program gets a message, never a bare "Error"
+            raise gr.Error(failure_message(exc), print_exception=False) from exc
+        report = dict(result.report.to_dict())
+        report.setdefault("line", result.report.line())
+        return [str(p) for p in result.saved], report
+
+    def upload_api(self, path: str | None) -> str:
+        """Validate and store an image; returns its digest for `source.image` or Redux."""
+        if not path:
+            raise gr.Error("No file was uploaded.", print_exception=False)
+        try:
+            return self.engine.store_image(Path(path).read_bytes())
+        except StudioError as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc

@@ -1,0 +1,200 @@
+"""build_ui(engine) -> gr.Blocks: the tabs, the results column and their events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from studio.bindings import Controls
+from studio.callbacks import StudioCallbacks
+from studio.panels import color, prompt, results, settings
+from studio.session import Session
+
+CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
+# Renders share the GPU: one at a time, API and buttons alike.
+GPU = "gpu"
+# Colour re-grades are cheap and never wait behind a render.
+COLOR = "color"
+
+
+def launch_options() -> dict[str, Any]:
+    """Arguments for demo.launch() that belong to the look (Gradio 6 moved them there)."""
+    return {
+        "css_paths": [CSS_PATH] if CSS_PATH.exists() else None,
+        "theme": gr.themes.Soft(),
+        "max_file_size": "200mb",
+    }
+
+
+def build_ui(engine: Any) -> gr.Blocks:
+    """The studio page over `engine` (an engine.engine.Engine, passed in so that this
+    package never imports torch)."""
+    recipe = engine.default_recipe()
+    controls = Controls()
+    with gr.Blocks(title="Portrait Studio", analytics_enabled=False) as demo:
+        state = gr.State(Session(base=recipe))  # deep-copied for each session
+        _banner(engine)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=380):
+                generate, stop = _buttons(engine)
+                with gr.Tabs(elem_id="ps-tabs"):
+                    with gr.Tab(prompt.TITLE, id="prompt", elem_id="ps-tab-prompt"):
+                        prompt.build_prompt_tab(controls, recipe)
+                    with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
+                        new_seed = settings.build_settings_tab(controls, recipe)
+                    with gr.Tab(color.TITLE, id="color", elem_id="ps-tab-color"):
+                        upload = color.build_color_tab(controls, recipe, engine.list_luts())
+            with gr.Column(scale=5, min_width=420):
+                panel = results.build_results()
+        callbacks = StudioCallbacks(engine, controls, panel, state, upload)
+        _wire_render(callbacks, generate, stop)
+        _wire_color(callbacks)
+        _wire_results(callbacks)
+        new_seed.click(
+            settings.random_seed,
+            outputs=controls["settings.seed"],
+            concurrency_limit=None,
+            api_visibility="private",
+        )
+        _api(callbacks)
+    demo.queue(max_size=64)
+    return demo
+
+
+def _banner(engine: Any) -> None:
+    gr.Markdown("# Portrait Studio", elem_id="ps-title")
+    lines = []
+    if label := engine.demo_label():
+        lines.append(f"**{label}**")
+    if not engine.has_diffusion():
+        lines.append(
+            "No diffusion weights were found, so Generate is off. The Color tab still "
+            "grades uploaded images.\n\n" + engine.models_status()
+        )
+    gr.Markdown("\n\n".join(lines), visible=bool(lines), elem_id="ps-banner")
+
+
+def _buttons(engine: Any) -> tuple[gr.Button, gr.Button]:
+    with gr.Row():
+        generate = gr.Button(
+            "Generate",
+            variant="primary",
+            interactive=engine.has_diffusion(),
+            elem_id="ps-generate",
+            scale=3,
+        )
+        stop = gr.Button("Stop", variant="stop", elem_id="ps-stop", scale=1)
+    return generate, stop
+
+
+def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> None:
+    gen_event = generate.click(
+        cb.generate,
+        inputs={cb.state, *cb.controls.components()},
+        outputs=results.outputs(cb.panel),
+        concurrency_limit=1,
+        concurrency_id=GPU,
+        api_visibility="private",
+        show_progress="minimal",
+    )
+    stop.click(
+        cb.stop,
+        inputs=[cb.state],
+        outputs=[cb.panel.status],
+        cancels=[gen_event],
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+
+
+def _wire_color(cb: StudioCallbacks) -> None:
+    """Every Color control re-grades on release (sliders) or input (the rest)."""
+    triggers = []
+    for component in cb.controls.components(color.PREFIX):
+        if isinstance(component, gr.Slider):
+            triggers.append(component.release)
+        elif isinstance(component, gr.Number):
+            triggers += [component.submit, component.blur]
+        else:
+            triggers.append(component.input)
+    gr.on(
+        triggers,
+        cb.regrade,
+        inputs={cb.state, *cb.controls.components(color.PREFIX)},
+        outputs=results.outputs(cb.panel),
+        concurrency_limit=1,
+        concurrency_id=COLOR,
+        trigger_mode="always_last",
+        api_visibility="private",
+        show_progress="minimal",
+    )
+    cb.upload.upload(
+        cb.grade_upload,
+        inputs={cb.state, cb.upload, *cb.controls.components(color.PREFIX)},
+        outputs=results.outputs(cb.panel),
+        concurrency_limit=1,
+        concurrency_id=COLOR,
+        api_visibility="private",
+    )
+
+
+def _wire_results(cb: StudioCallbacks) -> None:
+    panel = cb.panel
+    panel.restore.upload(
+        cb.restore,
+        inputs=[cb.state, panel.restore],
+        outputs=[*cb.controls.components(), panel.status, panel.error],
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+    gr.on(
+        [panel.compare_a.input, panel.compare_b.input],
+        cb.compare,
+        inputs=[cb.state, panel.compare_a, panel.compare_b],
+        outputs=[panel.slider],
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+    panel.gallery.select(
+        cb.select,
+        inputs=[cb.state],
+        outputs=[panel.slider],
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+
+
+def _api(cb: StudioCallbacks) -> None:
+    """Endpoints for programs (gradio_client); the components never show on the page."""
+    with gr.Column(visible=False):
+        recipe_json = gr.Textbox(label="recipe_json")
+        images = gr.File(label="images", file_count="multiple")
+        report = gr.JSON(label="report")
+        image = gr.File(label="image")
+        digest = gr.Textbox(label="digest")
+        render = gr.Button("render")
+        store = gr.Button("upload_image")
+    render.click(
+        cb.render_api,
+        inputs=[recipe_json],
+        outputs=[images, report],
+        api_name="render",
+        api_description=(
+            "Render a recipe JSON (a partial recipe is laid over the default one). Returns "
+            "the PNG files, each carrying its recipe, and the run report."
+        ),
+        concurrency_limit=1,
+        concurrency_id=GPU,
+    )
+    store.click(
+        cb.upload_api,
+        inputs=[image],
+        outputs=[digest],
+        api_name="upload_image",
+        api_description=(
+            "Validate and store an image; returns its digest for source.image or Redux."
+        ),
+        concurrency_limit=None,
+    )

@@ -1,0 +1,1 @@
+"""One module per tab, plus the results column."""
