@@ -1,0 +1,152 @@
+"""The page in a real headless Chromium (Debian's), driven by Playwright's sync API.
+
+PS_SCREENSHOT=1 also writes docs/screenshot.png for the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bad_inputs import corrupt_png
+from engine.recipe_json import set_path
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, studio_server: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(studio_server.url)
+    page.wait_for_selector("#ps-generate:not([disabled])")
+    yield page
+    context.close()
+
+
+def two_frames(page: Any) -> None:
+    """Let a lazily rendered tab settle before its controls are touched."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def open_tab(page: Any, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    two_frames(page)
+
+
+def wait_for_report(page: Any, pattern: str) -> str:
+    page.wait_for_function(
+        "re => new RegExp(re).test(document.querySelector('#ps-report').innerText)", arg=pattern
+    )
+    return page.inner_text("#ps-report")
+
+
+def drop_file(page: Any, selector: str, path: Path) -> None:
+    """Drop a file on an upload box the way a person drags one from the desktop."""
+    payload = base64.b64encode(path.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: 'image/png'}));
+            return dt;
+        }""",
+        [payload, path.name],
+    )
+    target = f"{selector} .upload-container"
+    for event in ("dragenter", "dragover", "drop"):
+        page.dispatch_event(target, event, {"dataTransfer": transfer})
+
+
+def test_generate_regrade_compare_and_a_bad_upload(page: Any, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(corrupt_png())
+    page.click("#ps-generate")
+    page.wait_for_selector("#ps-gallery img")
+    first = wait_for_report(page, r"^ran: .*\bbase\b")
+
+    open_tab(page, "Color")
+    contrast = page.locator("#ps-color-tone-contrast input[type=range]")
+    contrast.fill("1.6")
+    contrast.dispatch_event("pointerup")  # fill() alone does not fire .release
+    regrade = wait_for_report(page, r"^ran: color \d+ ms · cached: ")
+    assert regrade != first
+    assert {"text", "base", "decode"} <= set(re.split(r"[ ,·]+", regrade.split("cached:")[1]))
+
+    top = page.locator("#ps-ab [data-testid=imageslider-image]").last
+    before = top.evaluate("e => getComputedStyle(e).clipPath")
+    handle = page.locator("#ps-ab [data-testid=slider]")
+    handle.scroll_into_view_if_needed()
+    box = handle.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 120, y, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        "([el, old]) => getComputedStyle(el).clipPath !== old",
+        arg=[top.element_handle(), before],
+    )
+
+    if os.environ.get("PS_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOT))
+
+    # A bad upload is a visible message; the earlier results stay on the page.
+    drop_file(page, "#ps-grade-upload", corrupt)
+    page.wait_for_selector("#ps-error", state="visible")
+    assert "image" in page.inner_text("#ps-error").lower()
+    assert page.locator("#ps-gallery img").count() >= 1
+    assert page.inner_text("#ps-report") == regrade
+
+
+def test_restore_from_a_studio_png(page: Any, tiny_engine: Any) -> None:
+    recipe = tiny_engine.default_recipe()
+    recipe = set_path(recipe, "prompt.prompt", "restored from a PNG, seed 4711")
+    recipe = set_path(recipe, "settings.seed", 4711)
+    png = tiny_engine.run(recipe).saved[0]
+
+    drop_file(page, "#ps-restore", Path(png))
+    page.wait_for_function(
+        "() => document.querySelector('#ps-prompt-prompt textarea').value"
+        " === 'restored from a PNG, seed 4711'"
+    )
+    open_tab(page, "Settings")
+    assert page.input_value("#ps-settings-seed input") == "4711"
