@@ -13,12 +13,13 @@ from PIL import Image
 from engine.cache import ArtifactCache
 from engine.color.grader import ColorGrader
 from engine.errors import InputError, StudioError
-from engine.graph import CancelToken, ProgressFn, RunReport, StageContext, StageGraph
+from engine.graph import StageContext, StageGraph
 from engine.images import ImageStore, tensor_to_pil
 from engine.metadata import read_recipe_file
 from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
 from engine.outputs import save_outputs
 from engine.recipe import ModelParams, Recipe
+from engine.runtypes import CancelToken, ProgressFn, RunReport
 from engine.sizes import size_notes
 from engine.stages.base import BaseStage
 from engine.stages.color import ColorStage
@@ -120,7 +121,7 @@ class Engine:
         stage_images[FINAL_STAGE] = images
         return RunResult(recipe, images, stage_images, report, saved)
 
-    def store_image(self, data: bytes, name: str = "the image") -> str:
+    def store_image(self, data: bytes, name: str = "The image") -> str:
         """Check and store an uploaded image; returns its content digest."""
         return self.images.put(data, name)
 

@@ -19,8 +19,11 @@ MAX_PIXELS = 8192 * 8192
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 
 
-def open_checked(data: bytes, name: str = "the image") -> Image.Image:
-    """Decode an uploaded image after checking size, format and pixel count (header first)."""
+def open_checked(data: bytes, name: str = "The image") -> Image.Image:
+    """Decode an upload after checking size, format and pixel count (header first).
+
+    `name` starts the messages, so it is capitalised ("The image", "portrait.png").
+    """
     if len(data) > MAX_UPLOAD_BYTES:
         raise InputError(
             f"{name} is {len(data) / 2**20:.0f} MB; the limit is "
@@ -107,7 +110,7 @@ class ImageStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def put(self, data: bytes, name: str = "the image") -> str:
+    def put(self, data: bytes, name: str = "The image") -> str:
         image = to_rgb(open_checked(data, name))
         digest = "sha256:" + hashlib.sha256(f"{image.size}".encode() + image.tobytes()).hexdigest()
         path = self._path(digest)

@@ -52,7 +52,7 @@ def png_bytes(image: Image.Image, recipe: Recipe, model_label: str = "") -> byte
     return buffer.getvalue()
 
 
-def recipe_from_png(data: bytes, name: str = "the PNG") -> Recipe:
+def recipe_from_png(data: bytes, name: str = "The PNG") -> Recipe:
     """The recipe inside a studio PNG; falls back to an A1111 'parameters' text."""
     image = open_checked(data, name)
     text = image.info.get(RECIPE_KEY)

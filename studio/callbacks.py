@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ import gradio as gr
 from engine.errors import Cancelled, StudioError
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json, set_path
+from engine.runtypes import CancelToken
 from studio.bindings import Controls
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
@@ -31,13 +31,9 @@ Updates = dict[gr.Component, Any]
 STOPPED = "Stopped. The earlier results are kept."
 
 
-def new_cancel_token(engine: Any) -> Any:
-    """A CancelToken from the engine's own module.
-
-    The studio never imports engine.engine (it imports torch); by the time a render runs
-    the module is loaded already, since `engine` is an instance of it.
-    """
-    return sys.modules[type(engine).__module__].CancelToken()
+def new_cancel_token(engine: Any) -> CancelToken:
+    """A token the Stop button sets; the engine checks it between steps."""
+    return CancelToken()
 
 
 def failure_message(exc: BaseException) -> str:

@@ -10,10 +10,10 @@ import pytest
 
 from engine.engine import Engine, EngineConfig
 from engine.errors import InputError, ModelNotFoundError, NotAvailableError
-from engine.graph import CancelToken
 from engine.models.manager import ModelConfig
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_to_json, set_path
+from engine.runtypes import CancelToken
 
 ROOT = Path(__file__).resolve().parent.parent
 

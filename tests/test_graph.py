@@ -7,9 +7,10 @@ import torch
 
 from engine.cache import ArtifactCache
 from engine.errors import Cancelled
-from engine.graph import CancelToken, RunReport, StageContext, StageGraph, stage_key
+from engine.graph import StageContext, StageGraph, stage_key
 from engine.recipe import Recipe
 from engine.recipe_json import set_path
+from engine.runtypes import CancelToken, RunReport
 
 
 @dataclass
