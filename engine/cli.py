@@ -37,8 +37,13 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="output folder")
     parser.add_argument("--data", type=Path, default=Path("data"), help="uploads and state")
-    parser.add_argument("--luts", type=Path, action="append", default=[],
-                        help="an extra folder of .cube LUTs (repeatable)")
+    parser.add_argument(
+        "--luts",
+        type=Path,
+        action="append",
+        default=[],
+        help="an extra folder of .cube LUTs (repeatable)",
+    )
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
@@ -49,8 +54,9 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
         tiny=args.tiny,
         device=args.device,
     )
-    config = EngineConfig(models=models, outputs_dir=args.outputs, data_dir=args.data,
-                          lut_folders=tuple(args.luts))
+    config = EngineConfig(
+        models=models, outputs_dir=args.outputs, data_dir=args.data, lut_folders=tuple(args.luts)
+    )
     return Engine(config)
 
 
