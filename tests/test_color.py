@@ -30,7 +30,13 @@ from engine.color.grain import (
     reflect101_index,
 )
 from engine.color.lut import apply_lut
-from engine.color.tone import apply_contrast, apply_saturation, apply_tone, contrast_mean
+from engine.color.tone import (
+    apply_contrast,
+    apply_saturation,
+    apply_tone,
+    contrast_mean,
+    mean_from_sums,
+)
 from engine.errors import InputError
 from engine.recipe import ColorParams, ExposureParams, GrainParams, LutParams, ToneParams
 
@@ -102,8 +108,10 @@ def test_contrast_uses_the_rounded_integer_mean_luma():
 
 
 def test_contrast_mean_rounds_half_up_like_pil():
-    image = pixels((100 / 255,) * 3, (101 / 255,) * 3)  # mean 100.5 -> 101 (not banker's 100)
-    assert contrast_mean(image).item() * 255 == pytest.approx(101.0, abs=1e-4)
+    # Sums of 100.5 per pixel over 255 pixels: a mean of exactly 100.5, which PIL's
+    # int(mean + 0.5) takes to 101 where round-half-to-even would give 100.
+    sums = torch.tensor([[100.5 * 255] * 3], dtype=torch.float64)
+    assert mean_from_sums(sums, 255).item() * 255 == pytest.approx(101.0, abs=1e-4)
 
 
 def test_contrast_mean_weights_luma_per_channel():
