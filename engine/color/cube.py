@@ -47,9 +47,11 @@ def list_luts(folders: list[Path]) -> dict[str, Path]:
     """Every .cube file directly inside the folders, by file name (the first folder wins)."""
     found: dict[str, Path] = {}
     for folder in folders:
-        if not folder.is_dir():
-            continue
-        for entry in sorted(folder.iterdir()):
+        try:
+            entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        except OSError:
+            continue  # an unreadable folder lists nothing; resolving a name there still explains
+        for entry in entries:
             if _is_plain_cube_name(entry.name) and entry.is_file():
                 found.setdefault(entry.name, entry)
     return dict(sorted(found.items(), key=lambda item: item[0].lower()))
