@@ -108,9 +108,9 @@ def test_contrast_uses_the_rounded_integer_mean_luma():
 
 
 def test_contrast_mean_rounds_half_up_like_pil():
-    # Sums of 100.5 per pixel over 255 pixels: a mean of exactly 100.5, which PIL's
-    # int(mean + 0.5) takes to 101 where round-half-to-even would give 100.
-    sums = torch.tensor([[100.5 * 255] * 3], dtype=torch.float64)
+    # Grey pixels summing to 100.5 over 255 pixels: a mean luma of exactly 100.5 / 255, which
+    # PIL's int(mean + 0.5) takes to 101 where round-half-to-even would give 100.
+    sums = torch.tensor([[100.5] * 3], dtype=torch.float64)
     assert mean_from_sums(sums, 255).item() * 255 == pytest.approx(101.0, abs=1e-4)
 
 
