@@ -25,8 +25,9 @@ from engine.stages.base import BaseStage
 from engine.stages.color import ColorStage
 from engine.stages.decode import DecodeStage
 from engine.stages.image import ImageStage
+from engine.stages.latent import LatentStage
 from engine.stages.text import TextStage
-from engine.support import check_supported
+from engine.support import check_supported, usage_notes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
@@ -88,9 +89,8 @@ class Engine:
         self.cache = ArtifactCache(config.cache_bytes)
         self.images = ImageStore(config.data_dir / "images")
         self.grader = ColorGrader(list(self.lut_folders))
-        self.graph = StageGraph(
-            [TextStage(), BaseStage(), DecodeStage(), ImageStage(), ColorStage()], self.cache
-        )
+        stages = [TextStage(), BaseStage(), LatentStage(), DecodeStage(), ImageStage()]
+        self.graph = StageGraph([*stages, ColorStage()], self.cache)
         self._diffusion: bool | None = None
         self._lock = threading.Lock()
 
@@ -110,7 +110,8 @@ class Engine:
     ) -> RunResult:
         """Render a recipe, re-running only the stages whose inputs changed."""
         check_supported(recipe)
-        report = RunReport(notes=size_notes(recipe.prompt) if _generates(recipe) else [])
+        notes = size_notes(recipe.prompt) if _generates(recipe) else []
+        report = RunReport(notes=notes + usage_notes(recipe))
         scope = RunScope(self, recipe.model)
         ctx = StageContext(scope, report, progress, cancel)
         artifacts = self.graph.run(recipe, scope, ctx, FINAL_STAGE)
@@ -169,7 +170,8 @@ class Engine:
 
 
 def _generates(recipe: Recipe) -> bool:
-    return recipe.source.kind == "generate"
+    """Whether Flux renders this recipe (text-to-image or img2img)."""
+    return recipe.source.kind != "image"
 
 
 def _pick_device(name: str) -> torch.device:

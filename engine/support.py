@@ -8,7 +8,6 @@ from engine.recipe import Recipe
 
 def unsupported_features(recipe: Recipe) -> list[str]:
     """Human names of the features a recipe switches on that have no stage yet."""
-    s = recipe.settings
     post = [
         (recipe.expression.enabled, "the Expression editor (expression.enabled)"),
         (recipe.refine.enabled, "Refine / detailers (refine.enabled)"),
@@ -16,12 +15,6 @@ def unsupported_features(recipe: Recipe) -> list[str]:
     ]
     diffusion = [
         (recipe.redux.enabled, "Redux blend (redux.enabled)"),
-        (recipe.latent.enabled, "the Latent second pass (latent.enabled)"),
-        (s.detail_daemon.enabled, "Detail Daemon (settings.detail_daemon.enabled)"),
-        (s.lying_sigma.enabled, "Lying Sigma (settings.lying_sigma.enabled)"),
-        (s.first_block_cache.enabled, "the first-block cache (settings.first_block_cache)"),
-        (s.cfg != 1.0, "true CFG (settings.cfg other than 1)"),
-        (bool(recipe.prompt.negative_prompt), "a negative prompt (needs true CFG)"),
         (any(slot.enabled for slot in recipe.prompt.loras), "LoRAs (prompt.loras)"),
     ]
     # An uploaded image skips diffusion: only the post stages apply to it.
@@ -38,3 +31,17 @@ def check_supported(recipe: Recipe) -> None:
             + "; ".join(missing)
             + ". Switch them off (or load the recipe in a newer version)."
         )
+
+
+def usage_notes(recipe: Recipe) -> list[str]:
+    """Settings that are valid but have no effect as combined; said, not silently dropped."""
+    notes = []
+    generates = recipe.source.kind != "image"
+    if generates and recipe.prompt.negative_prompt and recipe.settings.cfg == 1.0:
+        notes.append(
+            "The negative prompt is ignored at CFG 1: raise true CFG above 1 to use it "
+            "(it doubles the work)."
+        )
+    if recipe.source.kind == "generate" and recipe.settings.denoise < 1.0:
+        notes.append("Denoise below 1 applies to img2img only; text-to-image uses 1.")
+    return notes

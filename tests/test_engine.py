@@ -130,8 +130,8 @@ def test_missing_models_name_the_places_searched(tmp_path):
 
 
 def test_unimplemented_features_are_refused_not_ignored(engine):
-    with pytest.raises(NotAvailableError, match="Detail Daemon"):
-        engine.run(small(**{"settings.detail_daemon.enabled": True}), save=False)
+    with pytest.raises(NotAvailableError, match="Upscale"):
+        engine.run(small(**{"upscale.enabled": True}), save=False)
 
 
 def test_cancel_stops_a_render(engine):

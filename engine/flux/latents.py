@@ -31,8 +31,15 @@ def image_ids(height: int, width: int, device: torch.device) -> torch.Tensor:
     return ids.reshape(rows * cols, 3).to(device)
 
 
-def initial_noise(seeds: list[int], height: int, width: int) -> torch.Tensor:
-    """Packed Gaussian noise, one CPU generator per image (seed + i), so any device matches."""
+def initial_noise(
+    seeds: list[int], height: int, width: int
+) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """Packed Gaussian noise, one CPU generator per image (seed + i), so any device matches.
+
+    The generators come back advanced past the noise: stochastic samplers keep drawing
+    from them, so image i of a batch is the same image when rendered alone.
+    """
     shape = (1, LATENT_CHANNELS, height // 8, width // 8)
-    noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds]
-    return pack(torch.cat(noise))
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    noise = [torch.randn(shape, generator=g) for g in generators]
+    return pack(torch.cat(noise)), generators

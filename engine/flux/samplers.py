@@ -9,7 +9,7 @@ loop stays ours (previews, cancel, sigma modifiers) and ComfyUI's flow-model bra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -39,9 +39,15 @@ def sample_euler(
     return x
 
 
-def gaussian_noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gaussian_noise(
+    x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None
+) -> torch.Tensor:
     """Standard normal noise shaped like x, drawn on the generator's device (CPU) so every
-    device gets the same numbers for a seed."""
+    device gets the same numbers for a seed. A list gives one generator per batch row, so an
+    image of a batch gets the same noise as when it is rendered alone."""
+    if isinstance(generator, (list, tuple)):
+        rows = [gaussian_noise(x[i : i + 1], g) for i, g in enumerate(generator)]
+        return torch.cat(rows)
     device = generator.device if generator is not None else torch.device("cpu")
     noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
     return noise.to(x.device, x.dtype)

@@ -1,16 +1,16 @@
-"""Base sampling stage: text-to-image with our own denoise loop over the Flux transformer."""
+"""Base sampling stage: text-to-image (or img2img from an upload) over the Flux transformer."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from engine.flux import latents
-from engine.flux.denoiser import FluxDenoiser
-from engine.flux.samplers import SAMPLERS
-from engine.flux.schedules import flux_mu, flux_sigmas
+from engine.flux.sampling import SamplingPass, run_pass
 from engine.graph import StageContext
 from engine.recipe import Recipe
 from engine.sizes import render_size
@@ -18,23 +18,15 @@ from engine.sizes import render_size
 
 @dataclass(frozen=True)
 class BaseParams:
-    width: int
-    height: int
-    seeds: tuple[int, ...]
-    sampler: str
-    scheduler: str
-    steps: int
-    denoise: float
-    guidance: float
-    base_shift: float
-    max_shift: float
+    sampling: SamplingPass
     transformer: str
+    vae: str
     weight_dtype: str
 
 
 @dataclass(frozen=True)
 class LatentResult:
-    """Packed latents (B, L, 64) of a width x height image."""
+    """Packed latents (B, L, 64) of a width x height image, in the transformer's space."""
 
     tokens: torch.Tensor
     width: int
@@ -43,55 +35,57 @@ class LatentResult:
 
 class BaseStage:
     name = "base"
-    version = 1
+    version = 2
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("text",)
+        return ("text", "image") if recipe.source.kind == "img2img" else ("text",)
 
     def enabled(self, recipe: Recipe) -> bool:
         return True
 
     def select(self, recipe: Recipe, env: Any) -> BaseParams:
-        s, files = recipe.settings, env.flux_files()
-        width, height = render_size(recipe.prompt)
-        seeds = tuple(s.seed + i for i in range(recipe.prompt.batch_size))
-        return BaseParams(
-            width,
-            height,
-            seeds,
-            s.sampler,
-            s.scheduler,
-            s.steps,
-            s.denoise,
-            s.guidance,
-            s.base_shift,
-            s.max_shift,
-            files.transformer,
-            files.weight_dtype,
-        )
+        files = env.flux_files()
+        sampling = base_sampling(recipe)
+        vae = files.vae if sampling.start_from_image else ""
+        return BaseParams(sampling, files.transformer, vae, files.weight_dtype)
 
     def run(self, ctx: StageContext, p: BaseParams, upstream: dict) -> LatentResult:
         bundle = ctx.services.flux_bundle()
-        device = bundle.device
-        mu = flux_mu(p.width, p.height, p.base_shift, p.max_shift)
-        sigmas = flux_sigmas(p.scheduler, p.steps, mu, p.denoise)
-        noise = latents.initial_noise(list(p.seeds), p.height, p.width).to(device)
-        x = noise * sigmas[0].item()  # empty latent: x = sigma0 * noise + (1 - sigma0) * 0
-        model = FluxDenoiser(
-            bundle.transformer,
-            upstream["text"],
-            latents.image_ids(p.height, p.width, device),
-            p.guidance,
-            bundle.compute_dtype,
-        )
-        total = len(sigmas) - 1
-        ctx.step(self.name, 0, total, "sampling")
+        s = p.sampling
+        init = None
+        if s.start_from_image:
+            init = encode_image(bundle, upstream["image"], s.width, s.height, len(s.seeds))
+        tokens = run_pass(ctx, self.name, bundle, upstream["text"], s, init)
+        return LatentResult(tokens, s.width, s.height)
 
-        def on_step(i: int, x_now: torch.Tensor, x0: torch.Tensor) -> None:
-            ctx.step(self.name, i + 1, total, "sampling")
 
-        generator = torch.Generator("cpu").manual_seed(p.seeds[0])
-        out = SAMPLERS[p.sampler](model, x, sigmas.to(device), generator, on_step)
-        ctx.count("model calls", model.calls)
-        return LatentResult(out, p.width, p.height)
+def base_sampling(recipe: Recipe) -> SamplingPass:
+    """The base pass: render size, one seed per batch image, the Settings tab."""
+    width, height = render_size(recipe.prompt)
+    seeds = tuple(recipe.settings.seed + i for i in range(recipe.prompt.batch_size))
+    settings = recipe.settings
+    from_image = recipe.source.kind == "img2img"
+    if not from_image:  # denoise only means something with a start image
+        settings = dataclasses.replace(settings, denoise=1.0)
+    return SamplingPass(width, height, seeds, settings, from_image)
+
+
+@torch.inference_mode()
+def encode_image(bundle, image: torch.Tensor, width: int, height: int, batch: int):
+    """An RGB (1, 3, H, W) image in [0, 1], fitted to width x height, as packed latents."""
+    fitted = fit_cover(image, width, height)
+    vae = bundle.vae
+    posterior = vae.encode((fitted * 2 - 1).to(vae.device, vae.dtype)).latent_dist
+    z = (posterior.mode().float() - vae.config.shift_factor) * vae.config.scaling_factor
+    return latents.pack(z).expand(batch, -1, -1)
+
+
+def fit_cover(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Scale to cover width x height and centre-crop (bicubic, antialiased when shrinking)."""
+    _, _, h, w = image.shape
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    resized = F.interpolate(image, size=(new_h, new_w), mode="bicubic", antialias=True)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return resized[:, :, top : top + height, left : left + width].clamp(0, 1)

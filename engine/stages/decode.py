@@ -1,4 +1,4 @@
-"""Decode stage: Flux latents through the VAE into RGB in [0, 1]."""
+"""Decode stage: Flux latents through the VAE into RGB in [0, 1] (+ the Latent tab's sharpen)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from engine.color.sharpen import sharpen
 from engine.flux import latents
 from engine.graph import StageContext
 from engine.recipe import Recipe
@@ -16,30 +17,33 @@ from engine.recipe import Recipe
 class DecodeParams:
     vae: str
     weight_dtype: str
+    sharpen: float
 
 
 class DecodeStage:
     name = "decode"
-    version = 1
+    version = 2
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("base",)
+        return ("latent",)
 
     def enabled(self, recipe: Recipe) -> bool:
         return True
 
     def select(self, recipe: Recipe, env: Any) -> DecodeParams:
         files = env.flux_files()
-        return DecodeParams(files.vae, files.weight_dtype)
+        alpha = recipe.latent.sharpen if recipe.latent.enabled else 0.0
+        return DecodeParams(files.vae, files.weight_dtype, alpha)
 
     @torch.inference_mode()
     def run(self, ctx: StageContext, params: DecodeParams, upstream: dict) -> torch.Tensor:
         bundle = ctx.services.flux_bundle()
         vae = bundle.vae
-        base = upstream["base"]
-        z = latents.unpack(base.tokens, base.height, base.width)
+        (result,) = upstream.values()
+        z = latents.unpack(result.tokens, result.height, result.width)
         z = z / vae.config.scaling_factor + vae.config.shift_factor
         ctx.step(self.name, 0, 1, "decoding")
         images = vae.decode(z.to(vae.dtype), return_dict=False)[0]
-        return ((images.float().clamp(-1, 1) + 1) / 2).contiguous()
+        images = ((images.float().clamp(-1, 1) + 1) / 2).contiguous()
+        return sharpen(images, params.sharpen)

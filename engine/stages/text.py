@@ -1,11 +1,13 @@
-"""Conditioning stage: the prompt through CLIP-L and T5 (cached by prompt and encoders)."""
+"""Conditioning stage: the prompt (and, for true CFG, the negative prompt) through CLIP + T5."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from engine.flux.prompt import PromptEmbeddings, encode_prompt
+from engine.flux.guidance import needs_uncond
+from engine.flux.prompt import encode_prompt
+from engine.flux.sampling import Conditioning
 from engine.graph import StageContext
 from engine.recipe import Recipe
 
@@ -13,13 +15,19 @@ from engine.recipe import Recipe
 @dataclass(frozen=True)
 class TextParams:
     prompt: str
+    negative_prompt: str | None  # None: no true CFG, nothing to encode
     text_encoders: str
     weight_dtype: str
 
 
+def true_cfg_scales(recipe: Recipe) -> list[float]:
+    """The CFG scales of every pass that needs the negative prompt encoded."""
+    return [recipe.settings.cfg]
+
+
 class TextStage:
     name = "text"
-    version = 1
+    version = 2
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
@@ -30,12 +38,17 @@ class TextStage:
 
     def select(self, recipe: Recipe, env: Any) -> TextParams:
         files = env.flux_files()
-        return TextParams(recipe.prompt.prompt, files.text, files.weight_dtype)
+        uses_cfg = any(needs_uncond(scale) for scale in true_cfg_scales(recipe))
+        negative = recipe.prompt.negative_prompt if uses_cfg else None
+        return TextParams(recipe.prompt.prompt, negative, files.text, files.weight_dtype)
 
-    def run(self, ctx: StageContext, params: TextParams, upstream: dict) -> PromptEmbeddings:
+    def run(self, ctx: StageContext, params: TextParams, upstream: dict) -> Conditioning:
         bundle = ctx.services.flux_bundle()
         ctx.step(self.name, 0, 1, "encoding the prompt")
-        embeddings, notes = encode_prompt(bundle, params.prompt)
+        positive, notes = encode_prompt(bundle, params.prompt)
         for note in notes:
             ctx.note(note)
-        return embeddings
+        if params.negative_prompt is None:
+            return Conditioning(positive)
+        negative, _ = encode_prompt(bundle, params.negative_prompt)
+        return Conditioning(positive, negative)
