@@ -28,7 +28,8 @@ class Binding:
     """One row of the table: a recipe field, its label and help, and how it is shown.
 
     `widget` is "" (chosen from the field: slider for a bounded number, dropdown for a
-    choice, checkbox for a bool, textbox for a string), or "number", "radio", "textbox".
+    choice, checkbox for a bool, textbox for a string), or "number", "radio", "textbox",
+    or "switch": a checkbox over a choice field, ticked for the id `on`, else `off`.
     """
 
     path: str
@@ -36,6 +37,18 @@ class Binding:
     info: str = ""
     widget: str = ""
     lines: int = 1
+    on: str = ""
+    off: str = ""
+
+    def to_component(self, value: Any) -> Any:
+        """The component value that shows a recipe value."""
+        return value == self.on if self.widget == "switch" else value
+
+    def from_component(self, value: Any) -> Any:
+        """The recipe value for a component value."""
+        if self.widget == "switch":
+            return self.on if value else self.off
+        return value
 
 
 BINDINGS: tuple[Binding, ...] = (
@@ -58,6 +71,23 @@ BINDINGS: tuple[Binding, ...] = (
         "Scales width and height before rendering; 1.0 renders the size as set.",
     ),
     Binding("prompt.batch_size", "Batch", "Images per run, 1 to 4; each one costs GPU memory."),
+    Binding(
+        "prompt.negative_prompt",
+        "Negative prompt",
+        "What to steer away from. Used only when true CFG (Settings) is above 1, and then "
+        "every step runs the model twice: about double the time.",
+        widget="textbox",
+        lines=2,
+    ),
+    Binding(
+        "source.kind",
+        "Start from this image (img2img)",
+        "Flux starts from the uploaded picture instead of pure noise; Settings > Denoise sets "
+        "how much of it is repainted.",
+        widget="switch",
+        on="img2img",
+        off="generate",
+    ),
     # Settings (suite group 3)
     Binding("settings.sampler", "Sampler", "Euler is robust and forgiving for faces."),
     Binding(
@@ -69,9 +99,22 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("settings.steps", "Steps", "20 to 28 for finished portraits; fewer for previews."),
     Binding(
         "settings.guidance",
-        "Guidance (Flux distilled)",
-        "Flux dev's distilled guidance, fed to the model as an input: this is not CFG and "
-        "costs nothing extra. 1.6 to 2.1 keeps portraits natural.",
+        "Flux guidance (distilled)",
+        "A conditioning value Flux dev was distilled with, fed to the model as an input: "
+        "this is not CFG and costs nothing extra. The suite's portrait range is 1.6 to 2.1.",
+        widget="number",
+    ),
+    Binding(
+        "settings.cfg",
+        "True CFG scale",
+        "1 = off: one model call per step. Above 1 the model also runs on the negative "
+        "prompt at every step, which doubles the work. The Turbo tier uses 2.0.",
+    ),
+    Binding(
+        "settings.denoise",
+        "Denoise",
+        "img2img only (Size / LoRA / Prompt > start from this image): 0.45 to 0.60 keeps the "
+        "face, 1.0 ignores the picture. Text-to-image always uses 1.",
     ),
     Binding(
         "settings.seed",
@@ -90,6 +133,157 @@ BINDINGS: tuple[Binding, ...] = (
         "settings.base_shift",
         "Base shift",
         "ModelSamplingFlux: schedule shift at small sizes (default 0.5).",
+        widget="number",
+    ),
+    # Micro-sampler controls (suite group 2); their windows are on the Latent tab.
+    Binding("settings.detail_daemon.enabled", "Detail Daemon"),
+    Binding(
+        "settings.detail_daemon.amount",
+        "Detail amount",
+        "Shows the model a slightly lower noise level mid-schedule, which adds micro-detail. "
+        "0.03-0.07 subtle, 0.08-0.12 pronounced pores; 0.05-0.10 recommended at 1024², "
+        "above 0.15 risks speckling.",
+        widget="number",
+    ),
+    Binding("settings.lying_sigma.enabled", "Lying Sigma"),
+    Binding(
+        "settings.lying_sigma.dishonesty",
+        "Dishonesty factor",
+        "The model sees noise level σ·(1 + factor) inside the window. -0.02 to -0.06 reduces "
+        "haloing; -0.05 to -0.06 recommended for photoreal faces; below -0.08 turns cinematic.",
+        widget="number",
+    ),
+    # First-block cache (specs §3)
+    Binding(
+        "settings.first_block_cache.enabled",
+        "First-block cache",
+        "Skips most of the model on steps where its first block barely changed: faster, "
+        "slightly less exact.",
+    ),
+    Binding(
+        "settings.first_block_cache.threshold",
+        "Threshold",
+        "Relative change of the first block below which a step reuses the last full "
+        "result. 0.08 is the suite's setting; higher is faster; 0 never skips.",
+    ),
+    Binding(
+        "settings.first_block_cache.start",
+        "Start",
+        "Skipping is allowed from this point of the schedule (0 = first step).",
+    ),
+    Binding(
+        "settings.first_block_cache.end",
+        "End",
+        "... up to this point (1 = last step).",
+    ),
+    Binding(
+        "settings.first_block_cache.max_consecutive_hits",
+        "Max consecutive hits",
+        "After this many skipped steps in a row, run the full model once. -1 = no limit.",
+    ),
+    # Latent tab (suite group 4): Detail Daemon and Lying Sigma windows, then the panel.
+    Binding(
+        "settings.detail_daemon.start",
+        "Detail start",
+        "Where the detail ramp begins, as a fraction of the steps (the suite uses 0.10).",
+    ),
+    Binding(
+        "settings.detail_daemon.end",
+        "Detail end",
+        "Where it ends (the suite uses 0.90).",
+    ),
+    Binding(
+        "settings.detail_daemon.bias",
+        "Bias",
+        "Where the peak sits between start and end: 0.5 in the middle, lower is earlier.",
+    ),
+    Binding(
+        "settings.detail_daemon.exponent",
+        "Exponent",
+        "Ramp shape: 1 linear, above 1 a sharper peak, 0 a flat plateau.",
+    ),
+    Binding(
+        "settings.detail_daemon.start_offset",
+        "Start offset",
+        "Detail amount before the window (the ramp starts from it).",
+    ),
+    Binding(
+        "settings.detail_daemon.end_offset",
+        "End offset",
+        "Detail amount after the window (the ramp ends at it).",
+    ),
+    Binding("settings.detail_daemon.fade", "Fade", "Scales the whole schedule down; 1 = off."),
+    Binding(
+        "settings.detail_daemon.smooth",
+        "Smooth",
+        "Cosine-shaped ramps instead of straight ones; avoids ringing on cheeks.",
+    ),
+    Binding(
+        "settings.detail_daemon.cfg_scale_override",
+        "CFG override",
+        "The strength is multiplied by this; 0 = automatic (the true CFG scale).",
+        widget="number",
+    ),
+    Binding(
+        "settings.lying_sigma.start_percent",
+        "Lying Sigma start",
+        "Lying Sigma acts from this point of the schedule (0.10 default) ...",
+    ),
+    Binding(
+        "settings.lying_sigma.end_percent",
+        "Lying Sigma end",
+        "... to this one (0.90). A narrower window, e.g. 0.25-0.75, keeps highlight roll-off.",
+    ),
+    Binding(
+        "latent.enabled",
+        "Second pass",
+        "Runs the base latent through a second img2img pass with the values below.",
+    ),
+    Binding(
+        "latent.upscale",
+        "Latent upscale",
+        "u: the unpacked latent is resized bicubically ×u, then the second img2img pass runs "
+        "at the new size with μ (the schedule shift) recomputed. 1.0 keeps the size; "
+        "1.25-1.5 adds micro-detail.",
+    ),
+    Binding(
+        "latent.guidance",
+        "Flux guidance (second pass)",
+        "The second pass's distilled guidance (not CFG); 1.8-2.0 for portraits.",
+    ),
+    Binding(
+        "latent.denoise",
+        "Denoise",
+        "d: the second pass runs on the 'simple' schedule truncated ComfyUI-style (built for "
+        "int(N/d) steps, the last N+1 kept). 0.3-0.4 keeps texture; above 0.7 drifts.",
+    ),
+    Binding(
+        "latent.speed_accuracy",
+        "Speed ↔ accuracy",
+        "q: second-pass steps = round(16 + 24q) and first-block cache threshold "
+        "0.12·(1 − q), so q = 1 switches the cache off. 0.6-0.8 for previews.",
+    ),
+    Binding(
+        "latent.sharpen",
+        "Sharpen",
+        "α: ImageSharpen (radius 1, σ 1) on the decoded image; 0.1-0.2 accents irises and lips.",
+    ),
+    Binding(
+        "latent.rough_smooth",
+        "Rough ↔ smooth",
+        "r: Detail Daemon on the second pass with amount 0.5·(0.5 − r): 0.5 is neutral, "
+        "higher is smoother, lower rougher. 0.65-0.75 gives a glossy editorial finish.",
+    ),
+    Binding(
+        "latent.noise_strength",
+        "Noise strength",
+        "n: z ← z + n·ε (ε seeded by the noise seed), added before re-noising. 0.3-0.4 for "
+        "dataset variety; above 0.5 stylises.",
+    ),
+    Binding(
+        "latent.noise_seed",
+        "Noise seed",
+        "Seed of ε; image i of a batch uses seed + i.",
         widget="number",
     ),
     # Color (suite group 10): pure RGB work, never re-runs diffusion.
@@ -168,9 +362,9 @@ def make_component(path: str, value: Any, choices: Iterable[Any] | None = None) 
         "label": row.label,
         "info": row.info or None,
         "elem_id": elem_id(path),
-        "value": value,
+        "value": row.to_component(value),
     }
-    if kind is bool:
+    if kind is bool or row.widget == "switch":
         return gr.Checkbox(**common)
     if options is not None or choices is not None:
         listed = list(choices) if choices is not None else list(options or ())
@@ -235,7 +429,7 @@ class Controls:
 
     def updates(self, recipe: Recipe) -> dict[gr.Component, Any]:
         """Component values that show `recipe` (a Gradio output dict)."""
-        return {c: get_path(recipe, p) for p, c in self.by_path.items()}
+        return {c: binding(p).to_component(get_path(recipe, p)) for p, c in self.by_path.items()}
 
 
 def recipe_with(recipe: Recipe, path: str, value: Any) -> Recipe:
@@ -243,6 +437,7 @@ def recipe_with(recipe: Recipe, path: str, value: Any) -> Recipe:
     _, kind = _fields()[path]
     if value is None:
         return recipe  # an emptied number box keeps the last good value
+    value = binding(path).from_component(value)
     if kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     try:

@@ -16,19 +16,25 @@ from typing import Any
 
 import gradio as gr
 
-from engine.errors import Cancelled, StudioError
+from engine.errors import Cancelled, InputError, StudioError
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json, set_path
 from engine.runtypes import CancelToken
 from studio.bindings import Controls
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
+from studio.panels.prompt import PromptPanel
+from studio.panels.settings import FIXED, seed_for_run
 from studio.session import RunView, Session
 
 log = logging.getLogger(__name__)
 
 Updates = dict[gr.Component, Any]
 STOPPED = "Stopped. The earlier results are kept."
+NO_START_IMAGE = (
+    "'Start from this image' is on, but no start image was uploaded. Upload one under "
+    "Size / LoRA / Prompt > Start image, or switch it off."
+)
 
 
 def new_cancel_token(engine: Any) -> CancelToken:
@@ -66,6 +72,15 @@ def run_view(requested: Recipe, result: Any) -> RunView:
     )
 
 
+def with_source(recipe: Recipe) -> Recipe:
+    """The recipe as Generate renders it: img2img from the stored start image, or from noise."""
+    if recipe.source.kind == "img2img":
+        if not recipe.source.image:
+            raise InputError(NO_START_IMAGE)
+        return recipe
+    return set_path(set_path(recipe, "source.kind", "generate"), "source.image", "")
+
+
 class StudioCallbacks:
     """The handlers of one page; they hold no per-session data (that is in `state`)."""
 
@@ -76,12 +91,17 @@ class StudioCallbacks:
         panel: res.ResultsPanel,
         state: gr.State,
         upload: gr.File,
+        *,
+        seed_mode: gr.Radio | None = None,
+        source: PromptPanel | None = None,
     ) -> None:
         self.engine = engine
         self.controls = controls
         self.panel = panel
         self.state = state
         self.upload = upload
+        self.seed_mode = seed_mode
+        self.source = source
 
     # -- rendering -------------------------------------------------------------------
 
@@ -89,14 +109,20 @@ class StudioCallbacks:
         """Render the recipe on the tabs, streaming progress and previews."""
         session: Session = data[self.state]
         try:
-            recipe = self.controls.recipe(session.base, data)
-            recipe = set_path(set_path(recipe, "source.kind", "generate"), "source.image", "")
+            recipe = with_source(self.controls.recipe(session.base, data))
+            mode = data.get(self.seed_mode, FIXED) if self.seed_mode else FIXED
+            seed = seed_for_run(mode, recipe.settings.seed, session.last_seed)
+            recipe = set_path(recipe, "settings.seed", seed)
         except StudioError as exc:
             yield self._fail(exc)
             return
+        session.last_seed = seed
         cancel = new_cancel_token(self.engine)
         session.cancel = cancel
-        yield res.show_status(self.panel, "Starting…")
+        starting = res.show_status(self.panel, "Starting…")
+        if "settings.seed" in self.controls.by_path:
+            starting[self.controls["settings.seed"]] = seed  # show the seed this run uses
+        yield starting
         try:
             yield from self._render_streaming(session, recipe, cancel)
         finally:
@@ -165,6 +191,34 @@ class StudioCallbacks:
             return self._fail(exc)
         return self._render(session, recipe)
 
+    def upload_source(self, session: Session, path: str | None, denoise: float | None) -> Updates:
+        """Check and store a start image for img2img, and switch img2img on."""
+        if not path or self.source is None:
+            return {}
+        try:
+            digest = self.engine.store_image(Path(path).read_bytes(), "The start image")
+        except StudioError as exc:
+            return self._fail(exc)
+        session.base = set_path(session.base, "source.image", digest)
+        text = "Start image stored; Generate starts from it."
+        if denoise is not None and denoise >= 0.9:
+            text += " Lower Settings > Denoise to 0.45-0.60 to keep the face (1.0 repaints it all)."
+        return {
+            **res.show_status(self.panel, text),
+            self.panel.error: gr.update(value="", visible=False),
+            self.controls["source.kind"]: True,
+            self.source.source_preview: path,
+        }
+
+    def clear_source(self, session: Session) -> Updates:
+        """Forget the start image and go back to text-to-image."""
+        session.base = set_path(session.base, "source.image", "")
+        updates = res.show_status(self.panel, "Start image removed: Generate starts from noise.")
+        updates[self.controls["source.kind"]] = False
+        if self.source is not None:
+            updates[self.source.source_preview] = None
+        return updates
+
     def _render(self, session: Session, recipe: Recipe) -> Updates:
         try:
             result = self.engine.run(recipe)
@@ -194,7 +248,20 @@ class StudioCallbacks:
         updates: Updates = self.controls.updates(recipe)
         updates.update(res.show_status(self.panel, f"Restored the recipe of {Path(path).name}."))
         updates[self.panel.error] = gr.update(value="", visible=False)
+        if self.seed_mode is not None:
+            updates[self.seed_mode] = FIXED  # the restored seed is the point of restoring
+        if self.source is not None:
+            updates[self.source.source_preview] = self._stored_image(recipe.source.image)
         return updates
+
+    def _stored_image(self, digest: str) -> Any:
+        """The stored start image for a preview, or None when the store does not have it."""
+        if not digest:
+            return None
+        try:
+            return self.engine.images.load(digest)
+        except StudioError:
+            return None
 
     def compare(self, session: Session, a: str | None, b: str | None) -> Updates:
         if a and b:

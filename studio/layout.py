@@ -9,7 +9,10 @@ import gradio as gr
 
 from studio.bindings import Controls
 from studio.callbacks import StudioCallbacks
-from studio.panels import color, prompt, results, settings
+from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
+from studio.golden_seeds import GoldenSeeds
+from studio.panels import color, latent, prompt, results, settings
+from studio.presets import load_presets
 from studio.session import Session
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
@@ -33,6 +36,8 @@ def build_ui(engine: Any) -> gr.Blocks:
     package never imports torch)."""
     recipe = engine.default_recipe()
     controls = Controls()
+    presets = load_presets()
+    golden = GoldenSeeds(engine.config.data_dir / GOLDEN_SEEDS_FILE)
     with gr.Blocks(title="Portrait Studio", analytics_enabled=False) as demo:
         state = gr.State(Session(base=recipe))  # deep-copied for each session
         _banner(engine)
@@ -41,23 +46,23 @@ def build_ui(engine: Any) -> gr.Blocks:
                 generate, stop = _buttons(engine)
                 with gr.Tabs(elem_id="ps-tabs"):
                     with gr.Tab(prompt.TITLE, id="prompt", elem_id="ps-tab-prompt"):
-                        prompt.build_prompt_tab(controls, recipe)
+                        source = prompt.build_prompt_tab(controls, recipe)
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
-                        new_seed = settings.build_settings_tab(controls, recipe)
+                        tab = settings.build_settings_tab(controls, recipe, presets)
+                    with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
+                        latent.build_latent_tab(controls, recipe)
                     with gr.Tab(color.TITLE, id="color", elem_id="ps-tab-color"):
                         upload = color.build_color_tab(controls, recipe, engine.list_luts())
             with gr.Column(scale=5, min_width=420):
                 panel = results.build_results()
-        callbacks = StudioCallbacks(engine, controls, panel, state, upload)
+        callbacks = StudioCallbacks(
+            engine, controls, panel, state, upload, seed_mode=tab.seed_mode, source=source
+        )
         _wire_render(callbacks, generate, stop)
         _wire_color(callbacks)
         _wire_results(callbacks)
-        new_seed.click(
-            settings.random_seed,
-            outputs=controls["settings.seed"],
-            concurrency_limit=None,
-            api_visibility="private",
-        )
+        _wire_source(callbacks)
+        settings.SettingsCallbacks(controls, tab, state, presets, golden).wire(demo)
         _api(callbacks)
     demo.queue(max_size=64)
     return demo
@@ -92,8 +97,8 @@ def _buttons(engine: Any) -> tuple[gr.Button, gr.Button]:
 def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> None:
     gen_event = generate.click(
         cb.generate,
-        inputs={cb.state, *cb.controls.components()},
-        outputs=results.outputs(cb.panel),
+        inputs={cb.state, cb.seed_mode, *cb.controls.components()},
+        outputs=[*results.outputs(cb.panel), cb.controls["settings.seed"]],
         concurrency_limit=1,
         concurrency_id=GPU,
         api_visibility="private",
@@ -140,12 +145,33 @@ def _wire_color(cb: StudioCallbacks) -> None:
     )
 
 
+def _wire_source(cb: StudioCallbacks) -> None:
+    """The img2img start image: checked and stored on upload, forgotten on clear."""
+    assert cb.source is not None
+    switch, preview = cb.controls["source.kind"], cb.source.source_preview
+    cb.source.source_upload.upload(
+        cb.upload_source,
+        inputs=[cb.state, cb.source.source_upload, cb.controls["settings.denoise"]],
+        outputs=[cb.panel.status, cb.panel.error, switch, preview],
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+    cb.source.source_upload.clear(
+        cb.clear_source,
+        inputs=[cb.state],
+        outputs=[cb.panel.status, switch, preview],
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+
+
 def _wire_results(cb: StudioCallbacks) -> None:
     panel = cb.panel
+    extra = [c for c in (cb.seed_mode, cb.source and cb.source.source_preview) if c is not None]
     panel.restore.upload(
         cb.restore,
         inputs=[cb.state, panel.restore],
-        outputs=[*cb.controls.components(), panel.status, panel.error],
+        outputs=[*cb.controls.components(), panel.status, panel.error, *extra],
         concurrency_limit=None,
         api_visibility="private",
     )

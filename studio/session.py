@@ -34,6 +34,7 @@ class Session:
     selected: int = 0  # the batch image the A/B slider shows
     compare: tuple[str, str] | None = None
     cancel: Any = None  # the CancelToken of the render in progress
+    last_seed: int | None = None  # the seed of the last Generate started ("use last")
 
     def remember(self, view: RunView) -> None:
         """Make `view` the last run; the one before becomes "previous" for A/B."""

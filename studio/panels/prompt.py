@@ -1,6 +1,9 @@
-"""Tab "Size / LoRA / Prompt" (suite group 2): prompt, canvas size, resolution, batch."""
+"""Tab "Size / LoRA / Prompt" (suite group 2): prompt, negative prompt, canvas size,
+resolution, batch, and an optional start image (img2img)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -10,12 +13,41 @@ from studio.bindings import Controls
 TITLE = "Size / LoRA / Prompt"
 
 
-def build_prompt_tab(controls: Controls, recipe: Recipe) -> None:
+@dataclass
+class PromptPanel:
+    """The tab's components that are not recipe fields: the start-image upload."""
+
+    source_upload: gr.File
+    source_preview: gr.Image
+
+
+def build_prompt_tab(controls: Controls, recipe: Recipe) -> PromptPanel:
     """Lay out the tab's controls (inside the current Tab context)."""
     controls.add("prompt.prompt", recipe)
+    controls.add("prompt.negative_prompt", recipe)
     with gr.Row():
         controls.add("prompt.width", recipe)
         controls.add("prompt.height", recipe)
     with gr.Row():
         controls.add("prompt.resolution", recipe)
         controls.add("prompt.batch_size", recipe)
+    with gr.Accordion("Start image (img2img)", open=False, elem_id="ps-source"):
+        with gr.Row(equal_height=True):
+            # A file box, not gr.Image: the engine checks the upload and says what is wrong,
+            # where gr.Image would fail inside Gradio on a corrupt or oversized picture.
+            upload = gr.File(
+                label="Source image",
+                file_types=["image"],
+                file_count="single",
+                elem_id="ps-source-upload",
+                height=120,
+            )
+            preview = gr.Image(
+                label="Stored start image",
+                interactive=False,
+                format="png",
+                height=160,
+                elem_id="ps-source-preview",
+            )
+        controls.add("source.kind", recipe)
+    return PromptPanel(upload, preview)
