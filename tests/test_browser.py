@@ -150,3 +150,61 @@ def test_restore_from_a_studio_png(page: Any, tiny_engine: Any) -> None:
     )
     open_tab(page, "Settings")
     assert page.input_value("#ps-settings-seed input") == "4711"
+
+
+def choose(page: Any, selector: str, option: str) -> None:
+    """Pick `option` in a Gradio dropdown the way a person does: open it, click the entry."""
+    page.click(f"{selector} input")
+    page.get_by_role("option", name=option).click()
+
+
+def test_preset_apply_and_seed_control(page: Any) -> None:
+    open_tab(page, "Settings")
+    seed = page.locator("#ps-settings-seed input")
+    before = seed.input_value()
+    page.click("#ps-new-seed")
+    page.wait_for_function(
+        "old => document.querySelector('#ps-settings-seed input').value !== old", arg=before
+    )
+    assert page.locator("#ps-seed-mode input[value=fixed]").is_checked()
+
+    assert page.input_value("#ps-settings-steps input[type=number]") != "10"
+    choose(page, "#ps-preset", "Turbo · production (10 steps, CFG 2.0)")
+    page.wait_for_function(
+        "() => document.querySelector('#ps-preset-info').innerText.includes('Turbo tier')"
+    )
+    page.click("#ps-apply-preset")
+    page.wait_for_function(
+        "() => document.querySelector('#ps-settings-steps input[type=number]').value === '10'"
+    )
+    assert page.input_value("#ps-settings-cfg input[type=number]") == "2"
+    assert page.input_value("#ps-settings-scheduler input") == "simple"
+    assert "Applied" in page.inner_text("#ps-settings-message")
+    open_tab(page, "Size / LoRA / Prompt")
+    assert "blurry" in page.input_value("#ps-prompt-negative-prompt textarea")
+
+
+def test_latent_tab_shows_its_controls(page: Any) -> None:
+    open_tab(page, "Latent")
+    upscale = page.locator("#ps-latent-upscale")
+    upscale.wait_for()
+    assert upscale.locator("input[type=number]").input_value() == "1.25"
+    assert "bicubic" in upscale.inner_text()
+    assert "0.5·(0.5 − r)" in page.inner_text("#ps-latent-rough-smooth")
+    for field in ("settings-detail-daemon-bias", "settings-lying-sigma-end-percent"):
+        assert page.locator(f"#ps-{field}").is_visible()
+    assert not page.locator("#ps-latent-enabled input").is_checked()
+
+
+def test_a_start_image_upload_switches_img2img_on(page: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (180, 140, 120)).save(picture)
+    page.click("#ps-source button")  # the accordion opens
+    two_frames(page)
+    assert not page.locator("#ps-source-kind input").is_checked()
+    drop_file(page, "#ps-source-upload", picture)
+    page.wait_for_function("() => document.querySelector('#ps-source-kind input').checked")
+    assert "Start image stored" in page.inner_text("#ps-status")
+    page.wait_for_selector("#ps-source-preview img")

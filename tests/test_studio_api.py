@@ -18,9 +18,14 @@ from PIL import Image
 
 from bad_inputs import corrupt_png, png_claiming
 from engine.fields import bounds_of, choices_of
-from engine.recipe import SCHEDULERS, Recipe
+from engine.recipe import SAMPLERS, SCHEDULERS, Recipe
 from engine.recipe_json import field_paths, recipe_from_json, recipe_to_json, set_path
-from studio.bindings import BINDINGS, Controls
+from studio.bindings import BINDINGS, Controls, elem_id
+from studio.callbacks import StudioCallbacks
+from studio.golden_seeds import GoldenSeeds
+from studio.panels import prompt, results, settings
+from studio.presets import load_presets
+from studio.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,6 +171,13 @@ def test_bindings_round_trip_a_recipe_through_component_values() -> None:
         "color.tone.contrast": 1.37,
         "color.grain.enabled": True,
         "color.lut.color_space": "log",
+        "source.kind": "img2img",
+        "prompt.negative_prompt": "blurry",
+        "settings.cfg": 2.0,
+        "settings.detail_daemon.smooth": False,
+        "settings.first_block_cache.max_consecutive_hits": 3,
+        "latent.upscale": 1.5,
+        "latent.noise_seed": 2**53 - 1,
     }.items():
         changed = set_path(changed, path, value)
     with gr.Blocks():
@@ -175,6 +187,7 @@ def test_bindings_round_trip_a_recipe_through_component_values() -> None:
     values: dict[Any, Any] = controls.updates(changed)
     # Sliders hand ints back as floats; the bindings coerce them to the field type.
     values[controls["prompt.width"]] = 512.0
+    assert values[controls["source.kind"]] is True  # a switch shows img2img as ticked
     lora = set_path(Recipe(), "redux.strength1", 12)  # a field no tab shows is kept
     rebuilt = controls.recipe(lora, values)
     assert rebuilt == dataclasses.replace(changed, redux=lora.redux)
@@ -221,3 +234,127 @@ def test_without_weights_generate_is_off_and_colour_still_works(tmp_path: Path) 
     digest = engine.store_image(png_bytes((32, 32)))
     recipe = set_path(set_path(Recipe(), "source.kind", "image"), "source.image", digest)
     assert engine.run(recipe, save=False).images[0].size == (32, 32)
+
+
+def test_the_settings_tab_offers_every_sampler_and_every_bound_field_is_on_the_page(
+    tiny_engine: Any,
+) -> None:
+    import studio
+
+    with gr.Blocks():
+        controls = Controls()
+        sampler = controls.add("settings.sampler", Recipe())
+    assert [c[1] for c in sampler.choices] == list(SAMPLERS)
+    demo = studio.build_ui(tiny_engine)
+    ids = {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert {elem_id(b.path) for b in BINDINGS} <= ids
+    assert {"ps-tab-latent", "ps-preset", "ps-seed-mode", "ps-golden-pick"} <= ids
+
+
+# -- Settings tab handlers ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Page:
+    controls: Controls
+    state: gr.State
+    tab: settings.SettingsPanel
+    source: prompt.PromptPanel
+    studio: StudioCallbacks
+    settings: settings.SettingsCallbacks
+
+    def values(self, recipe: Recipe, extra: dict[Any, Any] | None = None) -> dict[Any, Any]:
+        """Component values as Gradio hands them to a handler."""
+        return {self.state: Session(base=recipe), **self.controls.updates(recipe), **(extra or {})}
+
+
+@pytest.fixture
+def page(tiny_engine: Any, tmp_path: Path) -> Page:
+    recipe = tiny_engine.default_recipe()
+    library = load_presets()
+    with gr.Blocks():
+        controls = Controls()
+        state = gr.State()
+        source = prompt.build_prompt_tab(controls, recipe)
+        tab = settings.build_settings_tab(controls, recipe, library)
+        panel = results.build_results()
+        upload = gr.File()
+    cb = StudioCallbacks(
+        tiny_engine, controls, panel, state, upload, seed_mode=tab.seed_mode, source=source
+    )
+    golden = GoldenSeeds(tmp_path / "golden_seeds.json")
+    return Page(controls, state, tab, source, cb, settings.SettingsCallbacks(
+        controls, tab, state, library, golden
+    ))  # fmt: skip
+
+
+def test_apply_preset_updates_every_field_and_keeps_the_rest(page: Page) -> None:
+    mine = set_path(set_path(Recipe(), "prompt.prompt", "my words"), "settings.seed", 31)
+    data = page.values(mine, {page.tab.preset: "turbo_production"})
+    updates = page.settings.apply_preset(data)
+    c = page.controls
+    assert updates[c["settings.steps"]] == 10 and updates[c["settings.cfg"]] == 2.0
+    assert updates[c["settings.scheduler"]] == "simple"
+    assert updates[c["prompt.prompt"]] == "my words" and updates[c["settings.seed"]] == 31
+    assert "blurry" in updates[c["prompt.negative_prompt"]]
+    assert "Steps 25 → 10" in updates[page.tab.message]
+    session = data[page.state]
+    assert session.base.prompt.loras[0].file == "FLUX.1-Turbo-Alpha.safetensors"
+    assert "Pick a preset" in page.settings.apply_preset(page.values(mine))[page.tab.message]
+    bad = page.values(mine, {page.tab.preset: "turbo_fast", c["settings.steps"]: 999})
+    assert "not applied" in page.settings.apply_preset(bad)[page.tab.message]
+
+
+def test_golden_seed_handlers_save_pick_and_delete(page: Page) -> None:
+    cb, tab, seed = page.settings, page.tab, page.controls["settings.seed"]
+    saved = cb.save_golden("close crop", "frames the chin", 4711.0)
+    assert saved[tab.golden]["choices"] == [("close crop · 4711", "close crop")]
+    picked = cb.pick_golden("close crop")
+    assert picked[seed] == 4711 and picked[tab.seed_mode] == settings.FIXED
+    assert picked[tab.golden_note] == "frames the chin"
+    assert "Not saved" in cb.save_golden("", "", 1)[tab.message]
+    assert cb.delete_golden("close crop")[tab.golden]["choices"] == []
+    assert "no golden seed" in cb.pick_golden("close crop")[tab.message]
+    cb.golden.path.write_text("{broken")
+    assert "not valid JSON" in cb.refresh_golden()[tab.message]
+    fresh = cb.new_fixed_seed(5)
+    assert fresh[seed] != 5 and fresh[tab.seed_mode] == settings.FIXED
+
+
+def test_generate_draws_shows_and_reuses_seeds(page: Page, tiny_engine: Any) -> None:
+    recipe = tiny_engine.default_recipe()
+    seed_box = page.controls["settings.seed"]
+    data = page.values(set_path(recipe, "settings.seed", 5), {page.tab.seed_mode: "randomize"})
+    session = data[page.state]
+    first = list(page.studio.generate(data))
+    drawn = first[0][seed_box]
+    assert drawn != 5 and session.last.rendered.settings.seed == drawn == session.last_seed
+    again = {**data, seed_box: 1, page.tab.seed_mode: "last"}
+    assert list(page.studio.generate(again))[0][seed_box] == drawn
+    assert session.last.rendered.settings.seed == drawn
+    fixed = {**data, seed_box: 1, page.tab.seed_mode: "fixed"}
+    list(page.studio.generate(fixed))
+    assert session.last.rendered.settings.seed == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*start image:UserWarning")  # gr.Warning off a request
+def test_img2img_needs_a_start_image_and_an_upload_switches_it_on(
+    page: Page, tiny_engine: Any, tmp_path: Path
+) -> None:
+    switch = page.controls["source.kind"]
+    data = page.values(tiny_engine.default_recipe(), {switch: True})
+    updates = list(page.studio.generate(data))[-1]
+    assert "no start image" in updates[page.studio.panel.error]["value"]
+    picture = tmp_path / "start.png"
+    picture.write_bytes(png_bytes((64, 64)))
+    session = data[page.state]
+    stored = page.studio.upload_source(session, str(picture), 1.0)
+    assert stored[switch] is True and "Denoise" in stored[page.studio.panel.status]
+    assert session.base.source.image.startswith("sha256:")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(corrupt_png())
+    failed = page.studio.upload_source(session, str(corrupt), 0.5)
+    assert failed[page.studio.panel.error]["visible"]
+    assert session.base.source.image.startswith("sha256:")  # the good one is kept
+    cleared = page.studio.clear_source(session)
+    assert cleared[switch] is False and session.base.source.image == ""
