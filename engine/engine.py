@@ -19,6 +19,7 @@ from engine.metadata import read_recipe_file
 from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
 from engine.outputs import save_outputs
 from engine.recipe import ModelParams, Recipe
+from engine.redux.models import ReduxConfig, ReduxModelManager
 from engine.runtypes import CancelToken, ProgressFn, RunReport
 from engine.sizes import size_notes
 from engine.stages.base import BaseStage
@@ -26,7 +27,9 @@ from engine.stages.color import ColorStage
 from engine.stages.decode import DecodeStage
 from engine.stages.image import ImageStage
 from engine.stages.latent import LatentStage
+from engine.stages.redux import ReduxStage
 from engine.stages.text import TextStage
+from engine.stages.vision import VisionStage
 from engine.support import check_supported, usage_notes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,12 +88,13 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.models = ModelManager(config.models)
+        self.redux_models = ReduxModelManager(ReduxConfig.from_model_config(config.models))
         self.device = _pick_device(config.models.device)
         self.cache = ArtifactCache(config.cache_bytes)
         self.images = ImageStore(config.data_dir / "images")
         self.grader = ColorGrader(list(self.lut_folders))
-        stages = [TextStage(), BaseStage(), LatentStage(), DecodeStage(), ImageStage()]
-        self.graph = StageGraph([*stages, ColorStage()], self.cache)
+        stages = [TextStage(), VisionStage(), ReduxStage(), BaseStage(), LatentStage()]
+        self.graph = StageGraph([*stages, DecodeStage(), ImageStage(), ColorStage()], self.cache)
         self._diffusion: bool | None = None
         self._lock = threading.Lock()
 
@@ -150,7 +154,7 @@ class Engine:
             return self._diffusion
 
     def models_status(self) -> str:
-        return self.models.describe()
+        return self.models.describe() + "\n\n" + self.redux_models.describe()
 
     def demo_label(self) -> str | None:
         if self.config.models.tiny:

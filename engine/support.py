@@ -14,7 +14,6 @@ def unsupported_features(recipe: Recipe) -> list[str]:
         (recipe.upscale.enabled, "Upscale (upscale.enabled)"),
     ]
     diffusion = [
-        (recipe.redux.enabled, "Redux blend (redux.enabled)"),
         (any(slot.enabled for slot in recipe.prompt.loras), "LoRAs (prompt.loras)"),
     ]
     # An uploaded image skips diffusion: only the post stages apply to it.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.flux import latents
-from engine.flux.sampling import SamplingPass, run_pass
+from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
 from engine.recipe import Recipe
 from engine.sizes import render_size
@@ -39,7 +39,8 @@ class BaseStage:
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("text", "image") if recipe.source.kind == "img2img" else ("text",)
+        # "redux" forwards to "text" when Redux is off (the graph names the input "text").
+        return ("redux", "image") if recipe.source.kind == "img2img" else ("redux",)
 
     def enabled(self, recipe: Recipe) -> bool:
         return True
@@ -56,8 +57,13 @@ class BaseStage:
         init = None
         if s.start_from_image:
             init = encode_image(bundle, upstream["image"], s.width, s.height, len(s.seeds))
-        tokens = run_pass(ctx, self.name, bundle, upstream["text"], s, init)
+        tokens = run_pass(ctx, self.name, bundle, conditioning(upstream), s, init)
         return LatentResult(tokens, s.width, s.height)
+
+
+def conditioning(upstream: dict) -> Conditioning:
+    """The prompt conditioning: with Redux tokens when that stage ran, else the text alone."""
+    return upstream["redux"] if "redux" in upstream else upstream["text"]
 
 
 def base_sampling(recipe: Recipe) -> SamplingPass:

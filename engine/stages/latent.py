@@ -26,7 +26,7 @@ from engine.flux.sampling import SamplingPass, run_pass
 from engine.graph import StageContext
 from engine.recipe import DetailDaemonParams, FirstBlockCacheParams, LatentParams, Recipe
 from engine.sizes import round_to_grid
-from engine.stages.base import LatentResult, base_sampling
+from engine.stages.base import LatentResult, base_sampling, conditioning
 
 NEUTRAL_SMOOTHNESS = 0.5
 
@@ -63,7 +63,7 @@ class LatentStage:
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("base", "text")
+        return ("base", "redux")
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.latent.enabled and recipe.source.kind != "image"
@@ -87,7 +87,8 @@ class LatentStage:
         if (s.width, s.height) != (base.width, base.height):
             z = F.interpolate(z, size=(s.height // 8, s.width // 8), mode="bicubic")
         z = inject_noise(z, p.noise_strength, p.noise_seed)
-        tokens = run_pass(ctx, self.name, bundle, upstream["text"], s, latents.pack(z))
+        cond = conditioning(upstream)
+        tokens = run_pass(ctx, self.name, bundle, cond, s, latents.pack(z))
         return LatentResult(tokens, s.width, s.height)
 
 
