@@ -30,7 +30,7 @@ from engine.stages.latent import LatentStage
 from engine.stages.redux import ReduxStage
 from engine.stages.text import TextStage
 from engine.stages.vision import VisionStage
-from engine.support import check_supported, usage_notes
+from engine.support import check_supported, unsupported_features, usage_notes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
@@ -129,6 +129,14 @@ class Engine:
     def store_image(self, data: bytes, name: str = "The image") -> str:
         """Check and store an uploaded image; returns its content digest."""
         return self.images.put(data, name)
+
+    def load_image(self, digest: str) -> Image.Image:
+        """A stored upload by its digest (InputError when the store does not have it)."""
+        return self.images.load(digest)
+
+    def unsupported(self, recipe: Recipe) -> list[str]:
+        """Features the recipe switches on that this engine cannot render yet (empty: fine)."""
+        return unsupported_features(recipe)
 
     def read_recipe_file(self, path: Path) -> Recipe:
         return read_recipe_file(path)

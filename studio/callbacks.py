@@ -259,7 +259,7 @@ class StudioCallbacks:
         if not digest:
             return None
         try:
-            return self.engine.images.load(digest)
+            return self.engine.load_image(digest)
         except StudioError:
             return None
 
