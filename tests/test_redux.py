@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,9 +27,9 @@ from engine.recipe import Recipe
 from engine.recipe_json import set_path
 from engine.redux import reference_hints
 from engine.redux.blend import (
-    apply_balance,
     average_weights,
-    balance_factor,
+    balance_bias,
+    balance_scale,
     blend,
     blend_scales,
     concatenate,
@@ -96,15 +97,13 @@ def test_weighted_average_of_one_block_with_weight_one_is_that_block():
     assert torch.equal(weighted_average(e, (1.0,))[0], e[0])
 
 
-def test_prompt_balance_is_neutral_at_one_half_and_silences_redux_at_one():
-    tokens = torch.randn(1, 6, 4)
-    assert balance_factor(0.5) == 1.0
-    assert apply_balance(tokens, 0.5) is tokens
-    assert torch.equal(apply_balance(tokens, 1.0), torch.zeros_like(tokens))
-    assert torch.equal(apply_balance(tokens, 0.0), 2.0 * tokens)
-    assert torch.equal(apply_balance(tokens, 0.75), 0.5 * tokens)
+def test_prompt_balance_is_no_bias_at_one_half_and_minus_infinity_at_one():
+    assert balance_scale(0.5) == 1.0 and balance_bias(0.5) is None
+    assert balance_bias(1.0) == -math.inf
+    assert balance_bias(0.0) == pytest.approx(math.log(2.0))
+    assert balance_bias(0.75) == pytest.approx(math.log(0.5))
     with pytest.raises(ValueError):
-        balance_factor(1.5)
+        balance_scale(1.5)
 
 
 def test_unknown_mode_and_mismatched_scales_are_refused():
@@ -306,9 +305,26 @@ def test_redux_appends_blended_tokens_to_the_positive_only(studio):
     expected = blend(per_image, "average", blend_scales("average", (70, 30)))
     assert torch.allclose(cond.positive.tokens[:, 7:], expected, atol=1e-6)
 
+    assert cond.positive.token_bias is None  # neutral balance: no attention mask
+
     concat = set_path(studio.recipe, "redux.mode", "concat")
     run_graph(studio, concat)
     assert studio.sink.seen.positive.tokens.shape == (1, 7 + 2 * N_TOKENS, T5_WIDTH)
+
+
+def test_the_prompt_balance_biases_the_redux_columns_and_leaves_the_tokens(studio):
+    run_graph(studio, studio.recipe)
+    neutral = studio.sink.seen
+    run_graph(studio, set_path(studio.recipe, "redux.prompt_balance", 0.8))
+    cond = studio.sink.seen
+    assert torch.equal(cond.positive.tokens, neutral.positive.tokens)  # not scaled
+    bias = cond.positive.token_bias
+    assert bias.shape == (7 + N_TOKENS,) and bias.dtype == torch.float32
+    assert not bias[:7].any()
+    assert torch.allclose(bias[7:], torch.full((N_TOKENS,), math.log(2 * (1 - 0.8))))
+    assert cond.negative.token_bias is None  # the negative prompt gets no Redux, no bias
+    run_graph(studio, set_path(studio.recipe, "redux.prompt_balance", 1.0))
+    assert torch.isinf(studio.sink.seen.positive.token_bias[7:]).all()
 
 
 @pytest.mark.parametrize(
@@ -357,8 +373,10 @@ def test_redux_on_without_references_is_an_input_error(studio):
         run_graph(studio, recipe)
 
 
-def test_the_tiny_transformer_accepts_the_longer_conditioning(studio):
-    run_graph(studio, set_path(studio.recipe, "redux.mode", "concat"))
+@pytest.mark.parametrize("balance", [0.5, 0.2])
+def test_the_tiny_transformer_accepts_the_longer_conditioning(studio, balance):
+    recipe = set_path(studio.recipe, "redux.mode", "concat")
+    run_graph(studio, set_path(recipe, "redux.prompt_balance", balance))
     positive = studio.sink.seen.positive
     transformer = build_tiny_transformer()
     denoiser = FluxDenoiser(

@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from engine.flux.prompt import PromptEmbeddings
 
+# PyTorch's memory-efficient SDPA kernel copies (pads) a mask at every attention call unless
+# its row stride is a multiple of 8 elements (aten/src/ATen/native/transformers/attention.cpp,
+# preprocess_mask); rows padded to 16 cover that.
+MASK_ROW_ALIGN = 16
+
+
+def attention_bias_mask(
+    token_bias: torch.Tensor, image_tokens: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The additive joint-attention mask (1, 1, L, L), L = S + image_tokens.
+
+    Ordered [text; image], as diffusers' Flux attention concatenates the two streams in both
+    block types. Column j < S holds token_bias[j] for the query rows of the unbiased text
+    tokens and of every image token; the rows of the biased tokens (non-zero bias) and the
+    image columns are 0. A -inf bias hides token j from every other token: nothing it carries
+    reaches the text or image stream.
+    """
+    text = token_bias.shape[0]
+    size = text + image_tokens
+    bias = token_bias.to(device=device, dtype=torch.float32)
+    columns = torch.cat([bias, bias.new_zeros(image_tokens)]).to(dtype)
+    sees_bias = torch.cat([bias == 0, torch.ones(image_tokens, dtype=torch.bool, device=device)])
+    padded = -(-size // MASK_ROW_ALIGN) * MASK_ROW_ALIGN
+    mask = torch.zeros(size, padded, dtype=dtype, device=device)[:, :size]
+    mask[sees_bias] = columns
+    return mask[None, None]
+
 
 @dataclass
 class FluxDenoiser:
-    """Calls the transformer with sigma as timestep and distilled guidance; returns x0."""
+    """Calls the transformer with sigma as timestep and distilled guidance; returns x0.
+
+    When the embeddings carry a token bias, every call passes the additive mask built from it
+    as joint_attention_kwargs={"attention_mask": ...}; without one, no mask and no kwargs, so
+    attention keeps its mask-free kernels.
+    """
 
     transformer: torch.nn.Module
     embeddings: PromptEmbeddings
@@ -19,6 +51,24 @@ class FluxDenoiser:
     guidance: float
     dtype: torch.dtype
     calls: int = 0
+    # (token_bias, image tokens, device) -> mask; not an init field, so replace() starts afresh
+    _mask: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def attention_mask(self, image_tokens: int, device: torch.device) -> torch.Tensor | None:
+        """The additive attention mask for the embeddings' token bias, or None without one."""
+        bias = self.embeddings.token_bias
+        if bias is None:
+            return None
+        if bias.shape != (self.embeddings.tokens.shape[1],):
+            raise ValueError(
+                f"token bias of shape {tuple(bias.shape)} for "
+                f"{self.embeddings.tokens.shape[1]} text tokens"
+            )
+        cached = self._mask
+        if cached is None or cached[0] is not bias or cached[1:3] != (image_tokens, device):
+            mask = attention_bias_mask(bias, image_tokens, self.dtype, device)
+            cached = self._mask = (bias, image_tokens, device, mask)
+        return cached[3]
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
@@ -28,6 +78,10 @@ class FluxDenoiser:
         guidance = None
         if getattr(self.transformer.config, "guidance_embeds", False):
             guidance = torch.full((batch,), self.guidance, device=x.device, dtype=torch.float32)
+        extra = {}
+        mask = self.attention_mask(x.shape[1], x.device)
+        if mask is not None:
+            extra["joint_attention_kwargs"] = {"attention_mask": mask}
         self.calls += 1
         out = self.transformer(
             hidden_states=x.to(self.dtype),
@@ -38,6 +92,7 @@ class FluxDenoiser:
             txt_ids=txt_ids,
             img_ids=self.img_ids,
             return_dict=False,
+            **extra,
         )[0]
         return out.float()
 

@@ -11,10 +11,18 @@ CLIP_MAX_TOKENS = 77
 
 @dataclass(frozen=True)
 class PromptEmbeddings:
-    """T5 token embeddings (1, S, D) and the pooled CLIP-L vector (1, P)."""
+    """T5 token embeddings (1, S, D) and the pooled CLIP-L vector (1, P).
+
+    `token_bias` (S,), when set, is an additive attention bias on each token's column: every
+    text and image query adds token_bias[j] to its score for token j, except the queries of
+    the biased tokens themselves (those with a non-zero bias), which get none (ComfyUI's
+    StyleModelApply "attn_bias", specs §5). The Redux stage sets it to 0 for the T5 tokens
+    and log(scale) for its own; None (the default) means no attention mask at all.
+    """
 
     tokens: torch.Tensor
     pooled: torch.Tensor
+    token_bias: torch.Tensor | None = None
 
 
 def _token_count(tokenizer, text: str) -> int:

@@ -9,19 +9,26 @@ Strengths are the suite's sliders, 1-100, meaning 0.01-1.00 (seed 000 §3.4).
 - "concat" (chaining ComfyUI's StyleModelApply in "multiply" mode): both blocks, each
   scaled by its own strength / 100, one after the other: 2N tokens.
 
-The prompt balance b in [0, 1] multiplies the Redux tokens by 2·(1 - b): 0.5 (the default)
-leaves them as Redux made them, 1 silences them (zeros), 0 doubles them. That is ComfyUI's
-"multiply" strength on a slider centred on Redux as trained. ComfyUI's "attn_bias" mode
-(an additive log(strength) on the Redux columns of the attention) steers more evenly, since
-Flux layer-normalises every token before attending and so absorbs part of a scale; but it
-needs a joint-attention mask passed to every transformer call (`joint_attention_kwargs=
-{"attention_mask": ...}`), which our Conditioning does not carry and the denoiser does not
-pass, and on GPUs a float mask over the ~5,300 tokens of a 1024² render (512 + 729 +
-4096) rules out PyTorch's flash-attention kernel at every step. Scaling keeps the tokens
-a plain tensor that the rest of the engine already uses unchanged.
+The prompt balance b in [0, 1] weighs the references against the text prompt through
+attention, as ComfyUI's StyleModelApply in "attn_bias" mode (specs §5): the tokens are not
+scaled; every text and image query adds log(scale) to its scores for the Redux tokens (their
+columns), with scale = 2·(1 - b), and the Redux tokens' own queries get no bias. 0.5 (the
+default) is scale 1: no bias, and no mask at all, so the render is exactly Redux as trained
+and attention keeps its fast mask-free kernels. 1 is scale 0: a -inf bias, the references
+are ignored (the image is what the prompt alone gives). 0 is scale 2: log 2, each Redux
+token counts twice in every softmax. Scaling the tokens instead barely steers, since Flux
+normalises every context token (LayerNorm in AdaLayerNormZero, RMSNorm on q and k) before
+attending.
+
+The bias travels as PromptEmbeddings.token_bias; FluxDenoiser builds the mask from it. Its
+cost: one (L, L) mask in the compute dtype per pass, L = 512 + 729·k + 4096 tokens at 1024²
+with k Redux blocks (k = 1: 57 MB in bf16), and on GPUs no flash-attention kernel for the
+positive calls (the memory-efficient one takes the mask).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -74,14 +81,16 @@ def blend(tokens: torch.Tensor, mode: str, scales: tuple[float, ...]) -> torch.T
     return weighted_average(tokens, scales) if mode == "average" else concatenate(tokens, scales)
 
 
-def balance_factor(balance: float) -> float:
-    """The prompt balance as the Redux tokens' factor: 2·(1 - b), 1 at b = 0.5."""
+def balance_scale(balance: float) -> float:
+    """The prompt balance as the Redux tokens' attention weight: 2·(1 - b), 1 at b = 0.5."""
     if not 0.0 <= balance <= 1.0:
         raise ValueError(f"prompt balance {balance} is outside 0-1")
     return 2.0 * (1.0 - balance)
 
 
-def apply_balance(tokens: torch.Tensor, balance: float) -> torch.Tensor:
-    """Redux tokens weighted against the text prompt; unchanged at the neutral balance."""
-    factor = balance_factor(balance)
-    return tokens if factor == 1.0 else tokens * factor
+def balance_bias(balance: float) -> float | None:
+    """The attention bias on the Redux columns: log(scale), -inf at b = 1, None at 0.5."""
+    scale = balance_scale(balance)
+    if scale == 1.0:
+        return None
+    return math.log(scale) if scale > 0 else -math.inf

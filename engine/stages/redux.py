@@ -5,6 +5,10 @@ pooled CLIP vector is unchanged. The negative prompt (true CFG) gets nothing app
 is a separate transformer call, so its length may differ, and leaving the references out
 of it is what ComfyUI does (StyleModelApply sits on the positive branch), so CFG pushes
 towards them.
+
+The prompt balance does not touch the tokens: away from 0.5 it sets the positive
+embeddings' token_bias (0 for the text tokens, log(scale) for the Redux ones), which the
+denoiser turns into an additive attention mask (engine/redux/blend.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from engine.flux.prompt import PromptEmbeddings
 from engine.flux.sampling import Conditioning
 from engine.graph import StageContext
 from engine.recipe import Recipe
-from engine.redux.blend import apply_balance, blend, blend_scales
+from engine.redux.blend import balance_bias, blend, blend_scales
 from engine.redux.encoder import redux_tokens
 from engine.redux.models import redux_models
 from engine.stages.vision import VisionFeatures, reference_slots
@@ -36,7 +40,7 @@ class ReduxStageParams:
 
 class ReduxStage:
     name = "redux"
-    version = 1
+    version = 2  # 2: the prompt balance is an attention bias, no longer a token scale
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
@@ -63,15 +67,31 @@ class ReduxStage:
         cond: Conditioning = upstream["text"]
         check_widths(encoder, vision.features, cond.positive.tokens)
         tokens = blend(redux_tokens(encoder, vision.features), params.mode, params.scales)
-        tokens = apply_balance(tokens, params.balance)
-        return Conditioning(append_tokens(cond.positive, tokens), cond.negative)
+        positive = append_tokens(cond.positive, tokens, balance_bias(params.balance))
+        return Conditioning(positive, cond.negative)
 
 
-def append_tokens(prompt: PromptEmbeddings, tokens: torch.Tensor) -> PromptEmbeddings:
-    """[text tokens; extra tokens] along the sequence; the pooled vector unchanged."""
+def append_tokens(
+    prompt: PromptEmbeddings, tokens: torch.Tensor, bias: float | None = None
+) -> PromptEmbeddings:
+    """[text tokens; extra tokens] along the sequence; the pooled vector unchanged.
+
+    `bias` is the extra tokens' attention bias (None: none). The result's token_bias is the
+    prompt's (zeros if it has none) followed by `bias` (or 0) per extra token; None when
+    neither has one, so the denoiser passes no mask.
+    """
     text = prompt.tokens
     extra = tokens.to(text.device, text.dtype).expand(text.shape[0], -1, -1)
-    return PromptEmbeddings(tokens=torch.cat([text, extra], dim=1), pooled=prompt.pooled)
+    token_bias = prompt.token_bias
+    if bias is not None or token_bias is not None:
+        if token_bias is None:
+            token_bias = torch.zeros(text.shape[1], dtype=torch.float32, device=text.device)
+        value = 0.0 if bias is None else bias
+        added = token_bias.new_full((extra.shape[1],), value)
+        token_bias = torch.cat([token_bias, added])
+    return PromptEmbeddings(
+        tokens=torch.cat([text, extra], dim=1), pooled=prompt.pooled, token_bias=token_bias
+    )
 
 
 def check_widths(encoder, features: torch.Tensor, text_tokens: torch.Tensor) -> None:
