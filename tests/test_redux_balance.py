@@ -191,3 +191,20 @@ def test_a_token_bias_of_the_wrong_length_is_refused(transformer, inputs):
     wrong = dataclasses.replace(text, token_bias=torch.zeros(TEXT + 1))
     with pytest.raises(ValueError, match="token bias"):
         velocity(transformer, wrong, x)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_first_block_cache_passes_the_mask_to_every_block(transformer, inputs, enabled):
+    from engine.flux.fbcache import FirstBlockCache
+    from engine.recipe import FirstBlockCacheParams
+
+    text, redux, x = inputs
+    params = FirstBlockCacheParams(enabled=enabled, threshold=0.1)
+    cache = FirstBlockCache(transformer, params, mu=1.0)
+    assert cache.active is enabled
+    emb = balanced(text, redux, 0.8)
+    # A first call is a miss: all blocks run, so it must match the plain masked transformer.
+    assert torch.allclose(velocity(cache, emb, x), velocity(transformer, emb, x), atol=1e-6)
+    cache.reset()
+    silenced = velocity(cache, balanced(text, redux, 1.0), x)
+    assert torch.allclose(silenced, velocity(transformer, text, x), atol=1e-5, rtol=0)

@@ -66,6 +66,7 @@ class Embedded:
     context: torch.Tensor
     temb: torch.Tensor
     rotary: tuple[torch.Tensor, torch.Tensor]
+    attention_kwargs: dict[str, Any] | None = None  # joint_attention_kwargs, for every block
 
 
 class FirstBlockCache:
@@ -111,6 +112,7 @@ class FirstBlockCache:
         encoder_hidden_states: torch.Tensor,
         txt_ids: torch.Tensor,
         img_ids: torch.Tensor,
+        joint_attention_kwargs: dict[str, Any] | None = None,
         return_dict: bool = False,
         stream: str | None = None,
     ) -> tuple[torch.Tensor] | Transformer2DModelOutput:
@@ -127,13 +129,17 @@ class FirstBlockCache:
         if not self.active:
             # The transformer itself, so "off" is bit-identical to no wrapper at all.
             self.misses += 1
-            return self.transformer(**inputs, return_dict=return_dict)
+            return self.transformer(
+                **inputs, joint_attention_kwargs=joint_attention_kwargs, return_dict=return_dict
+            )
         sigma = float(timestep.max())
         if self._last_sigma is not None and sigma > self._last_sigma:
             self._states.clear()  # sigma went up: a new run
         self._last_sigma = sigma
         state = self._state_for(stream, hidden_states, encoder_hidden_states)
-        output = self._forward(state, sigma, self._embed(**inputs))
+        embedded = self._embed(**inputs)
+        embedded.attention_kwargs = joint_attention_kwargs  # e.g. the Redux balance's mask
+        output = self._forward(state, sigma, embedded)
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)
 
     def _state_for(
@@ -239,5 +245,5 @@ def _run_block(
         encoder_hidden_states=context,
         temb=emb.temb,
         image_rotary_emb=emb.rotary,
-        joint_attention_kwargs=None,
+        joint_attention_kwargs=emb.attention_kwargs,
     )
