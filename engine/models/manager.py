@@ -14,6 +14,7 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 from transformers import CLIPTextModel, T5EncoderModel
 
 from engine.errors import ModelNotFoundError, StudioError
+from engine.lora.stack import LoraStack
 from engine.models import loaders
 from engine.models.checkpoint import CheckpointError
 from engine.models.precision import (
@@ -90,6 +91,7 @@ class ModelManager:
         self._warm: dict[str, tuple[tuple, Any]] = {}
         self._counts = dict.fromkeys(COMPONENTS, 0)
         self._lock = threading.RLock()
+        self._loras: LoraStack | None = None
 
     def resolve(self, params: ModelParams) -> FluxFiles:
         """Find the files for `params`; raises ModelNotFoundError listing every place searched."""
@@ -186,6 +188,18 @@ class ModelManager:
         if spec.source == "tiny" or (spec.detected and spec.detected.family == "tiny"):
             return TINY_T5_MAX_LENGTH
         return T5_MAX_LENGTH["dev" if transformer.config.guidance_embeds else "schnell"]
+
+    def loras(self) -> LoraStack:
+        """The LoRA stack over the warm transformer and CLIP (files from <models>/loras).
+
+        One per manager: it follows whichever transformer is warm, loading files again into
+        a newly loaded one.
+        """
+        with self._lock:
+            if self._loras is None:
+                folder = self.config.models_dir / "loras" if self.config.models_dir else None
+                self._loras = LoraStack(folder)
+            return self._loras
 
     def describe(self) -> str:
         """One paragraph for the UI: what was found, or where we looked and how to get weights."""
