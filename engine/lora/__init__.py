@@ -8,7 +8,7 @@ from engine.lora.library import (
     library_match,
     strength_warning,
 )
-from engine.lora.stack import LoraMatch, LoraStack
+from engine.lora.stack import LoraMatch, LoraParams, LoraStack
 
 __all__ = [
     "LORA_LIBRARY",
@@ -16,6 +16,7 @@ __all__ = [
     "LibraryLora",
     "LoraFiles",
     "LoraMatch",
+    "LoraParams",
     "LoraStack",
     "library_match",
     "metadata_triggers",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from diffusers.utils.peft_utils import (
     set_adapter_layers,
     set_weights_and_activate_adapters,
 )
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from engine.errors import InputError
 from engine.lora.files import LoraFiles, metadata_triggers
@@ -59,6 +60,14 @@ class LoraMatch:
         return text
 
 
+@dataclass(frozen=True)
+class LoraParams:
+    """A stage's slice of the LoRA stack: its slots, and the file versions for its key."""
+
+    slots: tuple[LoraSlot, ...] = ()
+    files: tuple[str, ...] = ()  # name:size:mtime_ns, so an edited file re-runs the stage
+
+
 @dataclass
 class _Adapter:
     name: str  # the peft adapter name on the models
@@ -74,6 +83,7 @@ class LoraStack:
         self.files = LoraFiles(loras_dir)
         self.file_reads: Counter[str] = self.files.reads
         self._adapters: OrderedDict[str, _Adapter] = OrderedDict()  # file name -> adapter
+        self._applied: dict[str, dict[str, float]] = {}  # part -> adapter weights last set
         self._serial = 0
         self._lock = threading.RLock()
 
@@ -106,9 +116,11 @@ class LoraStack:
                     loaded.append(self._ensure(name, models, bundle.compute_dtype))
                 self._evict(models, keep=set(names))
             finally:  # also after a bad file: what did load must not stay half-applied
-                # A load activates the new adapter on both models: re-set both, not just `part`.
+                self._applied[part] = self._weights(part, active)
+                # A load activates the new adapter on both models: the other one goes back
+                # to what its own last apply() asked for.
                 for each in PARTS if any(new for _, new in loaded) else (part,):
-                    self._set_weights(models[each], each, active)
+                    _set_weights(models[each], self._applied.get(each, {}))
             return [match for match, _ in loaded]
 
     def unload(self, bundle: Any) -> None:
@@ -118,23 +130,21 @@ class LoraStack:
             for entry in self._adapters.values():
                 _delete(entry, models)
             self._adapters.clear()
+            self._applied.clear()
 
-    def cache_key(self, slots: Sequence[LoraSlot], part: str) -> tuple[tuple[str, float], ...]:
-        """(file identity, strength) of what changes `part`'s output, for stage cache keys.
-
-        Slots that are off or at strength 0 leave the output exactly as without them, so
-        they are left out; a changed file changes its identity.
-        """
-        strengths: dict[str, float] = {}
+    def stage_params(self, slots: Sequence[LoraSlot], part: str) -> LoraParams:
+        """What a stage using `part` must key on and pass to apply(): the slots that are on,
+        with the other part's strength and the trigger blanked (changing those must not
+        re-run it), CLIP-less files left out for "text", and each file's identity."""
+        keep = []
         for slot in slots:
             if not (slot.enabled and slot.file):
                 continue
-            if part == "text" and not self.has_text_encoder_keys(slot.file):
-                continue
-            identity = self.identity(slot.file)
-            value = slot.strength_model if part == "transformer" else slot.strength_clip
-            strengths[identity] = strengths.get(identity, 0.0) + value
-        return tuple((k, v) for k, v in strengths.items() if v != 0.0)
+            if part == "text" and self.has_text_encoder_keys(slot.file):
+                keep.append(replace(slot, strength_model=0.0, trigger=""))
+            elif part == "transformer":
+                keep.append(replace(slot, strength_clip=0.0, trigger=""))
+        return LoraParams(tuple(keep), tuple(self.identity(s.file) for s in keep))
 
     def has_text_encoder_keys(self, name: str) -> bool:
         """Whether the file has CLIP-L layers (read from its header, no tensors)."""
@@ -205,7 +215,8 @@ class LoraStack:
             if name not in keep:
                 _delete(self._adapters.pop(name), models)
 
-    def _set_weights(self, model: torch.nn.Module, part: str, active: list[LoraSlot]) -> None:
+    def _weights(self, part: str, active: list[LoraSlot]) -> dict[str, float]:
+        """Adapter name -> summed strength for `part`; strength 0 is left out (exact base)."""
         weights: dict[str, float] = {}
         for slot in active:
             entry = self._adapters.get(slot.file)
@@ -213,14 +224,26 @@ class LoraStack:
                 continue
             value = slot.strength_model if part == "transformer" else slot.strength_clip
             weights[entry.name] = weights.get(entry.name, 0.0) + value
-        weights = {name: w for name, w in weights.items() if w != 0.0}
-        if not getattr(model, "peft_config", None):
-            return  # no adapter was ever loaded: the model is the base model
-        if not weights:
-            set_adapter_layers(model, enabled=False)  # exact base output
-            return
+        return {name: w for name, w in weights.items() if w != 0.0}
+
+
+def _set_weights(model: torch.nn.Module, weights: dict[str, float]) -> None:
+    loaded = getattr(model, "peft_config", None)
+    if not loaded:
+        return  # no adapter was ever loaded: the model is the base model
+    weights = {name: w for name, w in weights.items() if name in loaded}
+    if not weights:
+        set_adapter_layers(model, enabled=False)  # exact base output
+        return
+    if _disabled(model):  # enabling walks every layer again: only when switched off
         set_adapter_layers(model, enabled=True)
-        set_weights_and_activate_adapters(model, list(weights), list(weights.values()))
+    set_weights_and_activate_adapters(model, list(weights), list(weights.values()))
+
+
+def _disabled(model: torch.nn.Module) -> bool:
+    """Whether the LoRA layers are switched off (all are switched together here)."""
+    layer = next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
+    return layer is not None and layer.disable_adapters
 
 
 def _inject(
