@@ -217,8 +217,9 @@ def slot(file: str, model: float = 1.0, clip: float = 1.0, on: bool = True, trig
 
 
 def apply_both(stack: LoraStack, bundle, slots) -> list:
-    stack.apply(bundle, slots, part="text")
-    return stack.apply(bundle, slots, part="transformer")
+    """What the text stage and then the base stage do, with their own slices of the slots."""
+    stack.apply(bundle, stack.stage_params(slots, "text").slots, part="text")
+    return stack.apply(bundle, stack.stage_params(slots, "transformer").slots, part="transformer")
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
@@ -252,8 +253,22 @@ def test_strength_zero_and_slot_off_give_the_exact_base_output(loras, bundle):
     apply_both(stack, bundle, [slot("k.safetensors", 0.8, 0.8, on=False)])
     assert torch.equal(run_transformer(bundle.transformer), base_t)
     assert torch.equal(run_clip(bundle), base_c)
-    assert stack.cache_key([slot("k.safetensors", 0.0, 0.0)], "transformer") == ()
-    assert stack.cache_key([slot("k.safetensors", on=False)], "text") == ()
+    assert stack.stage_params([slot("k.safetensors", on=False)], "text").slots == ()
+
+
+def test_stage_params_change_only_with_what_changes_that_stage(loras):
+    build_kohya().save(loras / "k.safetensors")
+    build_peft(prefix="").save(loras / "no_clip.safetensors")
+    stack = LoraStack(loras)
+    a = [slot("k.safetensors", 0.5, 0.3, trigger="x"), slot("no_clip.safetensors", 0.2, 0.9)]
+    b = [slot("k.safetensors", 0.7, 0.3, trigger="y"), slot("no_clip.safetensors", 0.2, 0.1)]
+    assert stack.stage_params(a, "text") == stack.stage_params(b, "text")
+    assert stack.stage_params(a, "transformer") != stack.stage_params(b, "transformer")
+    text = stack.stage_params(a, "text")
+    assert [s.file for s in text.slots] == ["k.safetensors"] and text.slots[0].strength_model == 0
+    before = stack.stage_params(a, "transformer")
+    build_peft().save(loras / "no_clip.safetensors")  # edited: a new identity
+    assert stack.stage_params(a, "transformer").files != before.files
 
 
 def test_strength_changes_and_toggles_never_read_the_file_again(loras, bundle):
@@ -279,6 +294,19 @@ def test_strength_changes_and_toggles_never_read_the_file_again(loras, bundle):
     apply_both(stack, bundle, [slot(s.file, on=False) for s in both])
     apply_both(stack, bundle, both)
     assert stack.file_reads == {"k.safetensors": 1, "p.safetensors": 1}
+
+
+def test_a_load_for_one_model_leaves_the_other_as_last_applied(loras, bundle):
+    kfile = build_kohya()
+    kfile.save(loras / "k.safetensors")
+    build_peft(prefix="").save(loras / "no_clip.safetensors")
+    stack = LoraStack(loras)
+    slots = [slot("k.safetensors", 0.4, 0.6)]
+    stack.apply(bundle, stack.stage_params(slots, "text").slots, part="text")
+    more = stack.stage_params([*slots, slot("no_clip.safetensors", 0.3)], "transformer")
+    stack.apply(bundle, more.slots, part="transformer")  # reads no_clip, strength_clip 0 here
+    assert stack.file_reads == {"k.safetensors": 1, "no_clip.safetensors": 1}
+    torch.testing.assert_close(run_clip(bundle), merged([(kfile, 0.4, 0.6)])[1])
 
 
 def test_a_changed_file_is_read_again(loras, bundle):
