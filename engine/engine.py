@@ -15,6 +15,7 @@ from engine.color.grader import ColorGrader
 from engine.errors import InputError, StudioError
 from engine.graph import StageContext, StageGraph
 from engine.images import ImageStore, tensor_to_pil
+from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
 from engine.metadata import read_recipe_file
 from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
 from engine.outputs import save_outputs
@@ -77,6 +78,9 @@ class RunScope:
     def flux_bundle(self) -> FluxBundle:
         return self.engine.models.flux(self.model_params)
 
+    def loras(self) -> LoraStack:
+        return self.engine.models.loras()
+
     def lut_identity(self, name: str) -> str:
         """Name, size and mtime of the LUT file, so editing the file re-runs the grade."""
         return self.engine.lut_identity(name)
@@ -114,7 +118,7 @@ class Engine:
     ) -> RunResult:
         """Render a recipe, re-running only the stages whose inputs changed."""
         check_supported(recipe)
-        notes = size_notes(recipe.prompt) if _generates(recipe) else []
+        notes = size_notes(recipe.prompt) + self._prompt_notes(recipe) if _generates(recipe) else []
         report = RunReport(notes=notes + usage_notes(recipe))
         scope = RunScope(self, recipe.model)
         ctx = StageContext(scope, report, progress, cancel)
@@ -125,6 +129,11 @@ class Engine:
         stage_images = {n: tensor_to_pil(artifacts[n]) for n in IMAGE_STAGES if n in artifacts}
         stage_images[FINAL_STAGE] = images
         return RunResult(recipe, images, stage_images, report, saved)
+
+    def _prompt_notes(self, recipe: Recipe) -> list[str]:
+        slots = recipe.prompt.loras
+        encoded = self.models.loras().prompt_with_triggers(recipe.prompt.prompt, slots)
+        return [f"Prompt as encoded: {encoded}"] if encoded != recipe.prompt.prompt else []
 
     def store_image(self, data: bytes, name: str = "The image") -> str:
         """Check and store an uploaded image; returns its content digest."""
@@ -168,6 +177,18 @@ class Engine:
         if self.config.models.tiny:
             return "Demo mode: tiny random models, not real Flux. Images are noise-like patterns."
         return None
+
+    def list_loras(self) -> list[str]:
+        """LoRA file names in <models>/loras (empty without a models folder)."""
+        return self.models.loras().list_files()
+
+    def lora_triggers(self, name: str) -> list[str]:
+        """Trigger words of a LoRA file: its metadata, else the LoRA library's entry."""
+        return self.models.loras().trigger_words(name)
+
+    def lora_library(self) -> list[dict]:
+        """The suite's recommended LoRAs (seed 000 §4.4 and the Turbo LoRA) as plain dicts."""
+        return [dataclasses.asdict(item) for item in (*LORA_LIBRARY, TURBO_LORA)]
 
     def list_luts(self) -> list[str]:
         return self.grader.list_luts()

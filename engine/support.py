@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.errors import NotAvailableError
+from engine.lora.library import strength_warning
 from engine.recipe import Recipe
 
 
@@ -13,9 +14,7 @@ def unsupported_features(recipe: Recipe) -> list[str]:
         (recipe.refine.enabled, "Refine / detailers (refine.enabled)"),
         (recipe.upscale.enabled, "Upscale (upscale.enabled)"),
     ]
-    diffusion = [
-        (any(slot.enabled for slot in recipe.prompt.loras), "LoRAs (prompt.loras)"),
-    ]
+    diffusion = []
     # An uploaded image skips diffusion: only the post stages apply to it.
     checks = post if recipe.source.kind == "image" else diffusion + post
     return [name for on, name in checks if on]
@@ -41,6 +40,9 @@ def usage_notes(recipe: Recipe) -> list[str]:
             "The negative prompt is ignored at CFG 1: raise true CFG above 1 to use it "
             "(it doubles the work)."
         )
+    warning = strength_warning(recipe.prompt.loras) if generates else None
+    if warning:
+        notes.append(warning)
     if recipe.source.kind == "generate" and recipe.settings.denoise < 1.0:
         notes.append("Denoise below 1 applies to img2img only; text-to-image uses 1.")
     return notes

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from engine.flux import latents
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
+from engine.lora import LoraParams
 from engine.recipe import Recipe
 from engine.sizes import render_size
+from engine.stages.text import apply_loras
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class BaseParams:
     transformer: str
     vae: str
     weight_dtype: str
+    loras: LoraParams
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class LatentResult:
 
 class BaseStage:
     name = "base"
-    version = 2
+    version = 3
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
@@ -49,7 +52,8 @@ class BaseStage:
         files = env.flux_files()
         sampling = base_sampling(recipe)
         vae = files.vae if sampling.start_from_image else ""
-        return BaseParams(sampling, files.transformer, vae, files.weight_dtype)
+        loras = env.loras().stage_params(recipe.prompt.loras, "transformer")
+        return BaseParams(sampling, files.transformer, vae, files.weight_dtype, loras)
 
     def run(self, ctx: StageContext, p: BaseParams, upstream: dict) -> LatentResult:
         bundle = ctx.services.flux_bundle()
@@ -57,6 +61,7 @@ class BaseStage:
         init = None
         if s.start_from_image:
             init = encode_image(bundle, upstream["image"], s.width, s.height, len(s.seeds))
+        apply_loras(ctx, bundle, p.loras, "transformer")
         tokens = run_pass(ctx, self.name, bundle, conditioning(upstream), s, init)
         return LatentResult(tokens, s.width, s.height)
 

@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from engine.flux import latents
 from engine.flux.sampling import SamplingPass, run_pass
 from engine.graph import StageContext
+from engine.lora import LoraParams
 from engine.recipe import DetailDaemonParams, FirstBlockCacheParams, LatentParams, Recipe
 from engine.sizes import round_to_grid
 from engine.stages.base import LatentResult, base_sampling, conditioning
+from engine.stages.text import apply_loras
 
 NEUTRAL_SMOOTHNESS = 0.5
 
@@ -39,6 +41,7 @@ class LatentStageParams:
     sampling: SamplingPass
     transformer: str
     weight_dtype: str
+    loras: LoraParams
 
 
 def second_pass_settings(recipe: Recipe) -> Any:
@@ -59,7 +62,7 @@ def second_pass_settings(recipe: Recipe) -> Any:
 
 class LatentStage:
     name = "latent"
-    version = 1
+    version = 2
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
@@ -77,6 +80,7 @@ class LatentStage:
         return LatentStageParams(
             lat.upscale, lat.noise_strength, lat.noise_seed, sampling,
             files.transformer, files.weight_dtype,
+            env.loras().stage_params(recipe.prompt.loras, "transformer"),
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: LatentStageParams, upstream: dict) -> LatentResult:
@@ -88,6 +92,7 @@ class LatentStage:
             z = F.interpolate(z, size=(s.height // 8, s.width // 8), mode="bicubic")
         z = inject_noise(z, p.noise_strength, p.noise_seed)
         cond = conditioning(upstream)
+        apply_loras(ctx, bundle, p.loras, "transformer")
         tokens = run_pass(ctx, self.name, bundle, cond, s, latents.pack(z))
         return LatentResult(tokens, s.width, s.height)
 

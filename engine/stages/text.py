@@ -9,15 +9,17 @@ from engine.flux.guidance import needs_uncond
 from engine.flux.prompt import encode_prompt
 from engine.flux.sampling import Conditioning
 from engine.graph import StageContext
+from engine.lora import LoraParams
 from engine.recipe import Recipe
 
 
 @dataclass(frozen=True)
 class TextParams:
-    prompt: str
+    prompt: str  # as encoded: the enabled LoRAs' trigger words first
     negative_prompt: str | None  # None: no true CFG, nothing to encode
     text_encoders: str
     weight_dtype: str
+    loras: LoraParams  # text-encoder (CLIP-L) strengths
 
 
 def true_cfg_scales(recipe: Recipe) -> list[float]:
@@ -27,7 +29,7 @@ def true_cfg_scales(recipe: Recipe) -> list[float]:
 
 class TextStage:
     name = "text"
-    version = 2
+    version = 3
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
@@ -40,11 +42,15 @@ class TextStage:
         files = env.flux_files()
         uses_cfg = any(needs_uncond(scale) for scale in true_cfg_scales(recipe))
         negative = recipe.prompt.negative_prompt if uses_cfg else None
-        return TextParams(recipe.prompt.prompt, negative, files.text, files.weight_dtype)
+        stack, slots = env.loras(), recipe.prompt.loras
+        prompt = stack.prompt_with_triggers(recipe.prompt.prompt, slots)
+        loras = stack.stage_params(slots, "text")
+        return TextParams(prompt, negative, files.text, files.weight_dtype, loras)
 
     def run(self, ctx: StageContext, params: TextParams, upstream: dict) -> Conditioning:
         bundle = ctx.services.flux_bundle()
         ctx.step(self.name, 0, 1, "encoding the prompt")
+        apply_loras(ctx, bundle, params.loras, "text")
         positive, notes = encode_prompt(bundle, params.prompt)
         for note in notes:
             ctx.note(note)
@@ -52,3 +58,10 @@ class TextStage:
             return Conditioning(positive)
         negative, _ = encode_prompt(bundle, params.negative_prompt)
         return Conditioning(positive, negative)
+
+
+def apply_loras(ctx: StageContext, bundle, loras: LoraParams, part: str) -> None:
+    """Set the warm model's adapters to this stage's slots (always: another recipe may have
+    left LoRAs on) and report each file's match."""
+    for match in ctx.services.loras().apply(bundle, loras.slots, part=part):
+        ctx.note(f"LoRA {match.line()}")
