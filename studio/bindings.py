@@ -19,7 +19,7 @@ import gradio as gr
 
 from engine.errors import RecipeError
 from engine.fields import bounds_of, choices_of
-from engine.recipe import Recipe
+from engine.recipe import LoraSlot, PromptParams, Recipe
 from engine.recipe_json import field_paths, get_path, set_path
 
 
@@ -39,6 +39,7 @@ class Binding:
     lines: int = 1
     on: str = ""
     off: str = ""
+    labels: tuple[tuple[str, str], ...] = ()  # (shown label, choice id) for radios/dropdowns
 
     def to_component(self, value: Any) -> Any:
         """The component value that shows a recipe value."""
@@ -52,6 +53,41 @@ class Binding:
 
 
 BINDINGS: tuple[Binding, ...] = (
+    # Redux blend (suite group 1); the two reference digests are set by the uploads.
+    Binding(
+        "redux.enabled",
+        "Redux references",
+        "Blend the two reference portraits into the conditioning. Uploading a reference "
+        "switches this on.",
+    ),
+    Binding(
+        "redux.strength1",
+        "Strength · reference 1",
+        "1-100 → 0.01-1.00. In weighted average only the ratio of the two counts: 70/30 "
+        "favours reference 1 and keeps traits of reference 2.",
+    ),
+    Binding(
+        "redux.strength2",
+        "Strength · reference 2",
+        "1-100 → 0.01-1.00. In concatenation each reference keeps its own strength.",
+    ),
+    Binding(
+        "redux.mode",
+        "Blend mode",
+        "Weighted average: one block of tokens, w·ref 1 + (1 − w)·ref 2 with "
+        "w = s1 / (s1 + s2), at the magnitude Redux was trained with. Concatenation: both "
+        "blocks one after the other, each scaled by its strength / 100; twice the tokens, "
+        "each reference stays distinct, and each step costs a little more.",
+        widget="radio",
+        labels=(("Weighted average", "average"), ("Concatenation", "concat")),
+    ),
+    Binding(
+        "redux.prompt_balance",
+        "Prompt balance",
+        "0.5 is neutral (Redux as trained). Toward 1 the references fade out and the text "
+        "prompt leads (1 ignores them); toward 0 the references dominate (at 0 each counts "
+        "twice).",
+    ),
     # Size / LoRA / Prompt (suite group 2)
     Binding(
         "prompt.prompt",
@@ -327,7 +363,35 @@ BINDINGS: tuple[Binding, ...] = (
     ),
 )
 
+# The LoRA stack: one set of these per slot row, at "prompt.loras.<row>.<field>" (row from 0).
+# A row whose file is empty is not in the recipe.
+SLOT_BINDINGS: tuple[Binding, ...] = (
+    Binding("enabled", "On"),
+    Binding("file", "LoRA {n}"),
+    Binding("strength_model", "Model", widget="number"),
+    Binding("strength_clip", "CLIP", widget="number"),
+    Binding("trigger", "Trigger words", widget="textbox"),
+)
+LORAS = "prompt.loras"
+LORA_FIELDS: tuple[str, ...] = tuple(b.path for b in SLOT_BINDINGS)
+MAX_LORAS: int = next(f for f in dataclasses.fields(PromptParams) if f.name == "loras").metadata[
+    "max_items"
+]
+
 PATHS: tuple[str, ...] = tuple(b.path for b in BINDINGS)
+
+
+def slot_path(row: int, name: str) -> str:
+    """The path of one field of a LoRA slot row, e.g. 'prompt.loras.0.file'."""
+    return f"{LORAS}.{row}.{name}"
+
+
+def slot_of(path: str) -> tuple[int, str] | None:
+    """(row, field name) for a LoRA slot path; None for an ordinary field path."""
+    if not path.startswith(LORAS + "."):
+        return None
+    row, _, name = path[len(LORAS) + 1 :].partition(".")
+    return int(row), name
 
 
 @cache
@@ -337,37 +401,74 @@ def _fields() -> dict[str, tuple[dataclasses.Field, type]]:
     return {path: (f, type(get_path(defaults, path))) for path, f in field_paths()}
 
 
+@cache
+def _slot_fields() -> dict[str, tuple[dataclasses.Field, type]]:
+    defaults = LoraSlot()
+    return {f.name: (f, type(getattr(defaults, f.name))) for f in dataclasses.fields(LoraSlot)}
+
+
+def _field(path: str) -> tuple[dataclasses.Field, type]:
+    slot = slot_of(path)
+    return _slot_fields()[slot[1]] if slot else _fields()[path]
+
+
+def value_of(recipe: Recipe, path: str) -> Any:
+    """The recipe value a component shows (an empty LoRA row shows a default slot)."""
+    slot = slot_of(path)
+    if slot is None:
+        return get_path(recipe, path)
+    row, name = slot
+    loras = recipe.prompt.loras
+    return getattr(loras[row] if row < len(loras) else LoraSlot(), name)
+
+
 def binding(path: str) -> Binding:
     """The table row for a field path."""
-    for row in BINDINGS:
-        if row.path == path:
+    slot = slot_of(path)
+    rows, key = (SLOT_BINDINGS, slot[1]) if slot else (BINDINGS, path)
+    for row in rows:
+        if row.path == key:
             return row
     raise KeyError(f"{path} has no binding")
 
 
 def elem_id(path: str) -> str:
-    """A stable DOM id for the component of a field path (used by tests and CSS)."""
+    """A stable DOM id for the component of a field path (used by tests and CSS).
+
+    LoRA slot rows count from 1 as the page does: 'prompt.loras.0.file' -> 'ps-lora-1-file'.
+    """
+    slot = slot_of(path)
+    if slot:
+        return f"ps-lora-{slot[0] + 1}-{slot[1].replace('_', '-')}"
     return "ps-" + path.replace(".", "-").replace("_", "-")
 
 
-def make_component(path: str, value: Any, choices: Iterable[Any] | None = None) -> gr.Component:
+def make_component(
+    path: str, value: Any, choices: Iterable[Any] | None = None, **layout: Any
+) -> gr.Component:
     """Create the component for `path` (inside the current Blocks context).
 
-    `choices` replaces the field's own choices (the LUT list, for example).
+    `choices` replaces the field's own choices (the LUT list, for example); `layout` passes
+    on placement arguments (scale, min_width, container, show_label).
     """
     row = binding(path)
-    f, kind = _fields()[path]
+    f, kind = _field(path)
     bounds, options = bounds_of(f), choices_of(f)
+    slot = slot_of(path)
     common: dict[str, Any] = {
-        "label": row.label,
+        "label": row.label.format(n=slot[0] + 1) if slot else row.label,
         "info": row.info or None,
         "elem_id": elem_id(path),
         "value": row.to_component(value),
+        **layout,
     }
     if kind is bool or row.widget == "switch":
         return gr.Checkbox(**common)
     if options is not None or choices is not None:
         listed = list(choices) if choices is not None else list(options or ())
+        if row.labels:
+            shown = dict((v, k) for k, v in row.labels)
+            listed = [(shown.get(c, c), c) if isinstance(c, str) else c for c in listed]
         if row.widget == "radio":
             return gr.Radio(choices=listed, **common)
         return gr.Dropdown(choices=listed, allow_custom_value=choices is not None, **common)
@@ -403,9 +504,11 @@ class Controls:
     def __init__(self) -> None:
         self.by_path: dict[str, gr.Component] = {}
 
-    def add(self, path: str, recipe: Recipe, choices: Iterable[Any] | None = None) -> gr.Component:
+    def add(
+        self, path: str, recipe: Recipe, choices: Iterable[Any] | None = None, **layout: Any
+    ) -> gr.Component:
         """Create, register and return the component for `path` showing `recipe`'s value."""
-        component = make_component(path, get_path(recipe, path), choices)
+        component = make_component(path, value_of(recipe, path), choices, **layout)
         self.by_path[path] = component
         return component
 
@@ -416,20 +519,33 @@ class Controls:
         """The components whose path starts with `prefix` (all of them by default)."""
         return [c for p, c in self.by_path.items() if p.startswith(prefix)]
 
+    def lora_rows(self) -> int:
+        """How many LoRA slot rows the page has."""
+        return len({slot[0] for p in self.by_path if (slot := slot_of(p))})
+
+    def lora_row(self, row: int) -> dict[str, gr.Component]:
+        """The components of one LoRA slot row, by field name."""
+        return {n: self.by_path[p] for n in LORA_FIELDS if (p := slot_path(row, n)) in self.by_path}
+
     def recipe(self, base: Recipe, values: Mapping[gr.Component, Any], prefix: str = "") -> Recipe:
         """`base` with every bound field under `prefix` set from `values` (a Gradio input dict).
 
         Raises RecipeError naming the control when a value cannot be used.
         """
         recipe = base
+        rows: dict[int, dict[str, Any]] = {}
         for path, component in self.by_path.items():
-            if path.startswith(prefix) and component in values:
+            if not path.startswith(prefix) or component not in values:
+                continue
+            if slot := slot_of(path):
+                rows.setdefault(slot[0], {})[slot[1]] = values[component]
+            else:
                 recipe = recipe_with(recipe, path, values[component])
-        return recipe
+        return with_lora_rows(recipe, rows, self.lora_rows()) if rows else recipe
 
     def updates(self, recipe: Recipe) -> dict[gr.Component, Any]:
         """Component values that show `recipe` (a Gradio output dict)."""
-        return {c: binding(p).to_component(get_path(recipe, p)) for p, c in self.by_path.items()}
+        return {c: binding(p).to_component(value_of(recipe, p)) for p, c in self.by_path.items()}
 
 
 def recipe_with(recipe: Recipe, path: str, value: Any) -> Recipe:
@@ -444,3 +560,38 @@ def recipe_with(recipe: Recipe, path: str, value: Any) -> Recipe:
         return set_path(recipe, path, value)
     except RecipeError as exc:
         raise RecipeError(f"{binding(path).label}: {exc}") from exc
+
+
+def with_lora_rows(recipe: Recipe, rows: Mapping[int, Mapping[str, Any]], shown: int) -> Recipe:
+    """`recipe` with its LoRA stack read from slot rows (row -> field -> component value).
+
+    Rows without a file are left out; slots beyond the `shown` rows (a recipe with more
+    slots than the page has rows) are kept as they were.
+    """
+    old = recipe.prompt.loras
+    slots = [
+        _slot_from_row(row, values, old[row] if row < len(old) else LoraSlot())
+        for row, values in sorted(rows.items())
+        if str(values.get("file") or "").strip()
+    ]
+    slots += old[shown:]
+    prompt = dataclasses.replace(recipe.prompt, loras=tuple(slots))
+    return dataclasses.replace(recipe, prompt=prompt)
+
+
+def _slot_from_row(row: int, values: Mapping[str, Any], last: LoraSlot) -> LoraSlot:
+    slot = LoraSlot()
+    for name in LORA_FIELDS:
+        value = values.get(name, getattr(last, name))
+        if value is None:  # an emptied number box keeps the last good value
+            value = getattr(last, name)
+        if name in ("file", "trigger"):
+            value = str(value).strip()
+        elif name.startswith("strength") and isinstance(value, int | float):
+            value = float(value)
+        try:
+            slot = set_path(slot, name, value)
+        except RecipeError as exc:
+            label = binding(slot_path(row, name)).label.format(n=row + 1)
+            raise RecipeError(f"LoRA slot {row + 1} · {label}: {exc}") from exc
+    return slot

@@ -178,6 +178,10 @@ def test_bindings_round_trip_a_recipe_through_component_values() -> None:
         "settings.first_block_cache.max_consecutive_hits": 3,
         "latent.upscale": 1.5,
         "latent.noise_seed": 2**53 - 1,
+        "redux.enabled": True,
+        "redux.strength2": 45,
+        "redux.mode": "concat",
+        "redux.prompt_balance": 0.8,
     }.items():
         changed = set_path(changed, path, value)
     with gr.Blocks():
@@ -188,9 +192,10 @@ def test_bindings_round_trip_a_recipe_through_component_values() -> None:
     # Sliders hand ints back as floats; the bindings coerce them to the field type.
     values[controls["prompt.width"]] = 512.0
     assert values[controls["source.kind"]] is True  # a switch shows img2img as ticked
-    lora = set_path(Recipe(), "redux.strength1", 12)  # a field no tab shows is kept
-    rebuilt = controls.recipe(lora, values)
-    assert rebuilt == dataclasses.replace(changed, redux=lora.redux)
+    digest = "sha256:" + "0" * 64
+    stored = set_path(Recipe(), "redux.image1", digest)  # a field no control shows is kept
+    rebuilt = controls.recipe(stored, values)
+    assert rebuilt == set_path(changed, "redux.image1", digest)
     colour_only = controls.recipe(Recipe(), values, prefix="color.")
     assert colour_only.color == changed.color and colour_only.prompt == Recipe().prompt
 
