@@ -16,7 +16,8 @@ read nothing else (the text stream is dropped after the last block), as in Comfy
 We do not use diffusers' FirstBlockCacheConfig hook (diffusers/hooks/first_block_cache.py):
 its config has only `threshold`, with no sigma window and no consecutive-hit limit, and its
 decision lives in FBCSharedBlockState inside the block hooks, which counts nothing we could
-report. It also needs a `cache_context` per stream around every call.
+report. It also needs a `cache_context` per stream around every call, and it lives in the
+shared transformer's blocks, where a run with the cache off would still pass through it.
 
 Streams. True CFG calls the model twice per step (cond, then uncond) through one wrapper; each
 conditioning keeps its own state, so the two references never mix. The stream is named by the
