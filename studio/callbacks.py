@@ -23,7 +23,9 @@ from engine.runtypes import CancelToken
 from studio.bindings import Controls
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
+from studio.panels.loras import LoraCallbacks, report_markdown
 from studio.panels.prompt import PromptPanel
+from studio.panels.redux import ReduxCallbacks, ReduxPanel
 from studio.panels.settings import FIXED, seed_for_run
 from studio.session import RunView, Session
 
@@ -82,7 +84,11 @@ def with_source(recipe: Recipe) -> Recipe:
 
 
 class StudioCallbacks:
-    """The handlers of one page; they hold no per-session data (that is in `state`)."""
+    """The handlers of one page; they hold no per-session data (that is in `state`).
+
+    The Redux tab's and the LoRA stack's own handlers are in `redux` and `loras` (None when
+    the page has no such panel).
+    """
 
     def __init__(
         self,
@@ -94,6 +100,7 @@ class StudioCallbacks:
         *,
         seed_mode: gr.Radio | None = None,
         source: PromptPanel | None = None,
+        redux: ReduxPanel | None = None,
     ) -> None:
         self.engine = engine
         self.controls = controls
@@ -102,6 +109,28 @@ class StudioCallbacks:
         self.upload = upload
         self.seed_mode = seed_mode
         self.source = source
+        preview = source.source_preview if source else None
+        self.redux = (
+            ReduxCallbacks(engine, controls, redux, state, panel, self._fail, preview)
+            if redux is not None
+            else None
+        )
+        self.loras = (
+            LoraCallbacks(
+                engine,
+                controls,
+                source.loras,
+                state,
+                controls["prompt.prompt"],
+                source.effective_prompt,
+            )
+            if source is not None
+            else None
+        )
+
+    def run_outputs(self) -> list[gr.Component]:
+        """What Generate updates besides the results column and the seed."""
+        return [self.loras.panel.report] if self.loras else []
 
     # -- rendering -------------------------------------------------------------------
 
@@ -151,7 +180,10 @@ class StudioCallbacks:
                 yield res.show_progress(self.panel, item)
             elif kind == "done":
                 session.remember(run_view(recipe, item))
-                yield res.show_run(self.panel, session)
+                updates = res.show_run(self.panel, session)
+                if self.loras is not None:  # the match report under the LoRA stack
+                    updates[self.loras.panel.report] = report_markdown(item.report.notes)
+                yield updates
                 return
             else:
                 yield self._fail(item)
@@ -252,7 +284,24 @@ class StudioCallbacks:
             updates[self.seed_mode] = FIXED  # the restored seed is the point of restoring
         if self.source is not None:
             updates[self.source.source_preview] = self._stored_image(recipe.source.image)
+        if self.redux is not None:
+            updates.update(self.redux.restored(recipe))
+        if self.loras is not None:
+            updates.update(self.loras.restored(session, recipe))
         return updates
+
+    def restore_outputs(self) -> list[gr.Component]:
+        """What `restore` updates besides the bound controls and the status."""
+        out: list[gr.Component] = [self.panel.error]
+        if self.seed_mode is not None:
+            out.append(self.seed_mode)
+        if self.source is not None:
+            out.append(self.source.source_preview)
+        if self.redux is not None:
+            out += self.redux.outputs()
+        if self.loras is not None:
+            out += [*self.loras.panel.rows, self.loras.panel.add]
+        return out
 
     def _stored_image(self, digest: str) -> Any:
         """The stored start image for a preview, or None when the store does not have it."""

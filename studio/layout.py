@@ -11,7 +11,7 @@ from studio.bindings import Controls
 from studio.callbacks import StudioCallbacks
 from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
 from studio.golden_seeds import GoldenSeeds
-from studio.panels import color, latent, prompt, results, settings
+from studio.panels import color, latent, prompt, redux, results, settings
 from studio.presets import load_presets
 from studio.session import Session
 
@@ -45,8 +45,10 @@ def build_ui(engine: Any) -> gr.Blocks:
             with gr.Column(scale=4, min_width=380):
                 generate, stop = _buttons(engine)
                 with gr.Tabs(elem_id="ps-tabs"):
+                    with gr.Tab(redux.TITLE, id="redux", elem_id="ps-tab-redux"):
+                        references = redux.build_redux_tab(controls, recipe)
                     with gr.Tab(prompt.TITLE, id="prompt", elem_id="ps-tab-prompt"):
-                        source = prompt.build_prompt_tab(controls, recipe)
+                        source = prompt.build_prompt_tab(controls, recipe, engine)
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
                         tab = settings.build_settings_tab(controls, recipe, presets)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
@@ -56,12 +58,23 @@ def build_ui(engine: Any) -> gr.Blocks:
             with gr.Column(scale=5, min_width=420):
                 panel = results.build_results()
         callbacks = StudioCallbacks(
-            engine, controls, panel, state, upload, seed_mode=tab.seed_mode, source=source
+            engine,
+            controls,
+            panel,
+            state,
+            upload,
+            seed_mode=tab.seed_mode,
+            source=source,
+            redux=references,
         )
         _wire_render(callbacks, generate, stop)
         _wire_color(callbacks)
         _wire_results(callbacks)
         _wire_source(callbacks)
+        if callbacks.redux is not None:
+            callbacks.redux.wire()
+        if callbacks.loras is not None:
+            callbacks.loras.wire()
         settings.SettingsCallbacks(controls, tab, state, presets, golden).wire(demo)
         _api(callbacks)
     demo.queue(max_size=64)
@@ -98,7 +111,7 @@ def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> N
     gen_event = generate.click(
         cb.generate,
         inputs={cb.state, cb.seed_mode, *cb.controls.components()},
-        outputs=[*results.outputs(cb.panel), cb.controls["settings.seed"]],
+        outputs=[*results.outputs(cb.panel), cb.controls["settings.seed"], *cb.run_outputs()],
         concurrency_limit=1,
         concurrency_id=GPU,
         api_visibility="private",
@@ -167,11 +180,10 @@ def _wire_source(cb: StudioCallbacks) -> None:
 
 def _wire_results(cb: StudioCallbacks) -> None:
     panel = cb.panel
-    extra = [c for c in (cb.seed_mode, cb.source and cb.source.source_preview) if c is not None]
     panel.restore.upload(
         cb.restore,
         inputs=[cb.state, panel.restore],
-        outputs=[*cb.controls.components(), panel.status, panel.error, *extra],
+        outputs=[*cb.controls.components(), panel.status, *cb.restore_outputs()],
         concurrency_limit=None,
         api_visibility="private",
     )

@@ -8,6 +8,7 @@ from typing import Any
 from engine.recipe import Recipe
 
 HISTORY_LIMIT = 60
+LORA_ROWS_SHOWN = 4  # LoRA slot rows on show before "Add slot" (the suite's loader has 4)
 
 
 @dataclass
@@ -26,7 +27,7 @@ class RunView:
 class Session:
     """Per-session state: the recipe the tabs started from, the runs, the A/B choice."""
 
-    base: Recipe  # fields no tab shows (LoRAs, Redux, ...) come from here
+    base: Recipe  # fields no control shows (start image, Redux digests) come from here
     last: RunView | None = None
     previous_finals: list[Any] | None = None
     history: list[tuple[Any, str]] = field(default_factory=list)
@@ -35,6 +36,7 @@ class Session:
     compare: tuple[str, str] | None = None
     cancel: Any = None  # the CancelToken of the render in progress
     last_seed: int | None = None  # the seed of the last Generate started ("use last")
+    lora_rows: int = LORA_ROWS_SHOWN  # LoRA slot rows on show
 
     def remember(self, view: RunView) -> None:
         """Make `view` the last run; the one before becomes "previous" for A/B."""

@@ -1,30 +1,38 @@
-"""Tab "Size / LoRA / Prompt" (suite group 2): prompt, negative prompt, canvas size,
-resolution, batch, and an optional start image (img2img)."""
+"""Tab "Size / LoRA / Prompt" (suite group 2): prompt (and the prompt as encoded, with the
+LoRA trigger words in front), negative prompt, the LoRA stack, canvas size, resolution,
+batch, and an optional start image (img2img)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from engine.recipe import Recipe
 from studio.bindings import Controls
+from studio.panels import loras
 
 TITLE = "Size / LoRA / Prompt"
 
 
 @dataclass
 class PromptPanel:
-    """The tab's components that are not recipe fields: the start-image upload."""
+    """The tab's components that are not recipe fields."""
 
     source_upload: gr.File
     source_preview: gr.Image
+    effective_prompt: gr.Markdown
+    loras: loras.LoraPanel
 
 
-def build_prompt_tab(controls: Controls, recipe: Recipe) -> PromptPanel:
-    """Lay out the tab's controls (inside the current Tab context)."""
+def build_prompt_tab(controls: Controls, recipe: Recipe, engine: Any = None) -> PromptPanel:
+    """Lay out the tab's controls (inside the current Tab context); `engine` lists the
+    LoRA files and the library (none without it)."""
     controls.add("prompt.prompt", recipe)
+    effective = gr.Markdown("", elem_id="ps-effective-prompt", elem_classes=["ps-hint"])
     controls.add("prompt.negative_prompt", recipe)
+    stack = loras.build_lora_stack(controls, recipe, engine)
     with gr.Row():
         controls.add("prompt.width", recipe)
         controls.add("prompt.height", recipe)
@@ -50,4 +58,4 @@ def build_prompt_tab(controls: Controls, recipe: Recipe) -> PromptPanel:
                 elem_id="ps-source-preview",
             )
         controls.add("source.kind", recipe)
-    return PromptPanel(upload, preview)
+    return PromptPanel(upload, preview, effective, stack)
