@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StudioServer, free_port
+from test_studio_redux_lora import FRECKLES, SKIN, make_lora_folder
 
 from bad_inputs import corrupt_png
 from engine.recipe_json import set_path
@@ -37,6 +39,39 @@ pytestmark = [
         reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
     ),
 ]
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(studio_dir: Path) -> Any:
+    """Tiny random models as in conftest, plus a models folder whose loras/ holds two tiny
+    LoRA files (the Flux models still come from the tiny builders)."""
+    from engine.engine import Engine, EngineConfig
+    from engine.models.manager import ModelConfig
+
+    root = studio_dir / "browser"
+    models = ModelConfig(models_dir=make_lora_folder(root / "models"), tiny=True)
+    return Engine(EngineConfig(models=models, outputs_dir=root / "outputs", data_dir=root / "data"))
+
+
+@pytest.fixture(scope="module")
+def studio_server(tiny_engine: Any, studio_dir: Path) -> Iterator[StudioServer]:
+    """The studio page over that engine, served in this process on a free port."""
+    import studio
+
+    demo = studio.build_ui(tiny_engine)
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(studio_dir)],
+        **studio.launch_options(),
+    )
+    try:
+        yield StudioServer(url=f"http://127.0.0.1:{port}/", engine=tiny_engine, demo=demo)
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +101,13 @@ def two_frames(page: Any) -> None:
 
 
 def open_tab(page: Any, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
+    """Click a tab, through the "More tabs" menu when it does not fit in the row."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.count():
+        tab.click()
+    else:
+        page.click("#ps-tabs button[aria-label='More tabs']")
+        page.locator("#ps-tabs .overflow-dropdown button", has_text=name).click()
     two_frames(page)
 
 
@@ -144,6 +185,7 @@ def test_restore_from_a_studio_png(page: Any, tiny_engine: Any) -> None:
     png = tiny_engine.run(recipe).saved[0]
 
     drop_file(page, "#ps-restore", Path(png))
+    open_tab(page, "Size / LoRA / Prompt")
     page.wait_for_function(
         "() => document.querySelector('#ps-prompt-prompt textarea').value"
         " === 'restored from a PNG, seed 4711'"
@@ -201,6 +243,7 @@ def test_a_start_image_upload_switches_img2img_on(page: Any, tmp_path: Path) -> 
 
     picture = tmp_path / "start.png"
     Image.new("RGB", (64, 64), (180, 140, 120)).save(picture)
+    open_tab(page, "Size / LoRA / Prompt")
     page.click("#ps-source button")  # the accordion opens
     two_frames(page)
     assert not page.locator("#ps-source-kind input").is_checked()
@@ -208,3 +251,80 @@ def test_a_start_image_upload_switches_img2img_on(page: Any, tmp_path: Path) -> 
     page.wait_for_function("() => document.querySelector('#ps-source-kind input').checked")
     assert "Start image stored" in page.inner_text("#ps-status")
     page.wait_for_selector("#ps-source-preview img")
+
+
+def move_slider(page: Any, selector: str, value: str) -> None:
+    """Set a Gradio slider's range input the way a drag ends (input, then pointerup)."""
+    slider = page.locator(f"{selector} input[type=range]")
+    slider.fill(value)
+    slider.dispatch_event("pointerup")
+
+
+def test_two_references_a_strength_and_generate(page: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    small, square = tmp_path / "reference-1.png", tmp_path / "reference-2.png"
+    Image.new("RGB", (640, 480), (190, 150, 130)).save(small)
+    Image.new("RGB", (1024, 1024), (120, 100, 90)).save(square)
+    assert page.get_by_role("tab", name="Redux blend").get_attribute("aria-selected") == "true"
+    assert not page.locator("#ps-redux-enabled input").is_checked()
+    drop_file(page, "#ps-redux-upload-1", small)
+    page.wait_for_selector("#ps-redux-preview-1 img")
+    assert "640×480" in page.inner_text("#ps-redux-hints-1")
+    assert page.locator("#ps-redux-enabled input").is_checked()  # the upload switched it on
+    drop_file(page, "#ps-redux-upload-2", square)
+    page.wait_for_selector("#ps-redux-preview-2 img")
+    assert page.inner_text("#ps-redux-hints-2").strip() == ""
+
+    move_slider(page, "#ps-redux-strength1", "85")
+    number = "#ps-redux-strength1 input[type=number]"
+    page.wait_for_function(f"() => document.querySelector('{number}').value === '85'")
+    page.click("#ps-generate")
+    report = wait_for_report(page, r"^ran: .*\bredux\b")
+    assert "vision" in report
+    page.wait_for_selector("#ps-gallery img")
+
+
+def test_two_lora_slots_show_the_match_report_and_their_triggers(
+    page: Any, studio_server: StudioServer
+) -> None:
+    if not hasattr(studio_server.engine, "lora_triggers"):
+        pytest.skip("this engine has no LoRA API (list_loras, lora_triggers, lora_library)")
+    open_tab(page, "Size / LoRA / Prompt")
+    # Gradio nests a group's element in one with the same id: `.first` is the outer one.
+    assert page.locator("#ps-lora-4").first.is_visible()
+    assert not page.locator("#ps-lora-5").first.is_visible()
+    choose(page, "#ps-lora-1-file", SKIN)
+    page.wait_for_function(
+        "() => document.querySelector('#ps-lora-1-trigger textarea').value === 'ohwx skin'"
+    )
+    page.fill("#ps-lora-1-strength-model input", "0.5")
+    page.press("#ps-lora-1-strength-model input", "Tab")
+    choose(page, "#ps-lora-2-file", FRECKLES)
+    page.wait_for_function(
+        "() => document.querySelector('#ps-lora-2-trigger textarea').value === 'frckls'"
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#ps-lora-total').innerText.includes('1.50')"
+    )
+    assert "keep the total ≤ 1.0" in page.inner_text("#ps-lora-total")
+    page.fill("#ps-lora-2-strength-model input", "0.3")
+    page.press("#ps-lora-2-strength-model input", "Tab")
+    page.wait_for_function(
+        "() => document.querySelector('#ps-lora-total').innerText.includes('0.80')"
+    )
+    assert "⚠" not in page.inner_text("#ps-lora-total")
+    effective = page.inner_text("#ps-effective-prompt")
+    assert "ohwx skin, frckls, close-up portrait" in effective
+
+    page.click("#ps-generate")
+    page.wait_for_function(
+        "() => (document.querySelector('#ps-lora-report').innerText.match(/keys matched/g)"
+        " || []).length === 2"
+    )
+    report = page.inner_text("#ps-lora-report")
+    assert f"{SKIN} (peft): 1 of 1 keys matched" in report
+    assert f"{FRECKLES} (peft): 1 of 1 keys matched" in report
+
+    page.click("#ps-lora-add")
+    page.wait_for_selector("#ps-lora-5", state="visible")

@@ -20,7 +20,7 @@ from bad_inputs import corrupt_png, png_claiming
 from engine.fields import bounds_of, choices_of
 from engine.recipe import SAMPLERS, SCHEDULERS, Recipe
 from engine.recipe_json import field_paths, recipe_from_json, recipe_to_json, set_path
-from studio.bindings import BINDINGS, Controls, elem_id
+from studio.bindings import BINDINGS, LORA_FIELDS, MAX_LORAS, Controls, elem_id, slot_path
 from studio.callbacks import StudioCallbacks
 from studio.golden_seeds import GoldenSeeds
 from studio.panels import prompt, results, settings
@@ -241,9 +241,7 @@ def test_without_weights_generate_is_off_and_colour_still_works(tmp_path: Path) 
     assert engine.run(recipe, save=False).images[0].size == (32, 32)
 
 
-def test_the_settings_tab_offers_every_sampler_and_every_bound_field_is_on_the_page(
-    tiny_engine: Any,
-) -> None:
+def test_every_bound_field_is_on_the_page_in_the_suite_s_tab_order(tiny_engine: Any) -> None:
     import studio
 
     with gr.Blocks():
@@ -254,6 +252,31 @@ def test_the_settings_tab_offers_every_sampler_and_every_bound_field_is_on_the_p
     ids = {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     assert {elem_id(b.path) for b in BINDINGS} <= ids
     assert {"ps-tab-latent", "ps-preset", "ps-seed-mode", "ps-golden-pick"} <= ids
+    slots = {elem_id(slot_path(row, name)) for row in range(MAX_LORAS) for name in LORA_FIELDS}
+    assert slots <= ids and "ps-lora-16-strength-model" in slots
+    assert {"ps-redux-upload-1", "ps-redux-upload-2", "ps-redux-start", "ps-lora-all"} <= ids
+    assert {"ps-lora-total", "ps-lora-report", "ps-effective-prompt", "ps-lora-add"} <= ids
+    tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+    assert tabs == ["Redux blend", "Size / LoRA / Prompt", "Settings", "Latent", "Color"]
+
+
+def test_two_references_render_through_the_api(
+    client: Client, tiny_engine: Any, tmp_path: Path
+) -> None:
+    digests = []
+    for n, colour in ((1, (200, 150, 120)), (2, (60, 90, 160))):
+        path = tmp_path / f"reference-{n}.png"
+        Image.new("RGB", (48, 48), colour).save(path)
+        digests.append(client.predict(handle_file(str(path)), api_name="/upload_image"))
+    recipe = {
+        "prompt": {"width": 64, "height": 64},
+        "settings": {"steps": 2},
+        "redux": {"enabled": True, "image1": digests[0], "image2": digests[1], "strength1": 80},
+    }
+    paths, report = render(client, json.dumps(recipe))
+    assert {"vision", "redux", "base"} <= set(ran_stages(report))
+    restored = tiny_engine.read_recipe_file(Path(paths[0])).redux
+    assert (restored.image1, restored.image2, restored.strength1) == (*digests, 80)
 
 
 # -- Settings tab handlers ----------------------------------------------------------------
