@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -222,14 +223,22 @@ def cached_snapshot(repo_id: str, filename: str, cache_dir: Path | None) -> Path
 
 
 def find_in_hub(
-    repo_id: str, component: str, cache_dir: Path | None, trail: Trail
+    repo_id: str,
+    component: str,
+    cache_dir: Path | None,
+    trail: Trail,
+    subfolders: dict[str, str] = DIFFUSERS_SUBFOLDERS,
+    find_local: Callable[[Path, str, Trail], WeightSpec | None] | None = None,
 ) -> WeightSpec | None:
-    """The repo's diffusers subfolder from the HF cache, or a download spec when online."""
-    sub = DIFFUSERS_SUBFOLDERS[component]
+    """The repo's diffusers subfolder from the HF cache, or a download spec when online.
+
+    `subfolders` and `find_local` let other model families (Redux) reuse the same rules.
+    """
+    sub = subfolders[component]
     snapshot = cached_snapshot(repo_id, "model_index.json", cache_dir)
     identity = f"hub:{repo_id}:{sub}"  # the same before and after the download
     if snapshot is not None:
-        spec = find_in_diffusers(snapshot, component, trail)
+        spec = (find_local or find_in_diffusers)(snapshot, component, trail)
         if spec is not None:
             return replace(spec, identity=identity, label=f"{repo_id}/{sub}")
     if hub_offline():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +21,9 @@ from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from engine.errors import ModelNotFoundError
-from engine.models import loaders
+from engine.models import loaders, locate
 from engine.models.checkpoint import SUFFIXES, CheckpointError, Header, read_header, read_tensors
 from engine.models.detect import Detected
-from engine.models.locate import cached_snapshot, hub_offline
 from engine.models.precision import compute_dtype_for, pick_device
 from engine.models.specs import Trail, WeightSpec, file_identity, folder_identity
 from engine.models.tiny import TINY_TRANSFORMER, seeded
@@ -256,19 +255,9 @@ def find_in_diffusers(root: Path, component: str, trail: Trail) -> WeightSpec | 
 def find_in_hub(
     repo_id: str, component: str, cache_dir: Path | None, trail: Trail
 ) -> WeightSpec | None:
-    sub = DIFFUSERS_SUBFOLDERS[component]
-    identity = f"hub:{repo_id}:{sub}"  # the same before and after the download
-    snapshot = cached_snapshot(repo_id, "model_index.json", cache_dir)
-    if snapshot is not None:
-        spec = find_in_diffusers(snapshot, component, trail)
-        if spec is not None:
-            return replace(spec, identity=identity, label=f"{repo_id}/{sub}")
-    if hub_offline():
-        trail.place(f"Hugging Face cache for {repo_id}/{sub} (not downloaded; offline)")
-        return None
-    trail.place(f"Hugging Face repo {repo_id}/{sub} (downloaded on first use)")
-    return WeightSpec(
-        component, "hub", identity, repo_id=repo_id, subfolder=sub, label=f"{repo_id}/{sub}"
+    """The Redux repo's subfolder from the HF cache, or a download spec when online."""
+    return locate.find_in_hub(
+        repo_id, component, cache_dir, trail, DIFFUSERS_SUBFOLDERS, find_in_diffusers
     )
 
 
