@@ -1,4 +1,4 @@
-"""Event handlers: build a recipe through `bindings`, call the engine, return updates.
+"""Event handlers: build a recipe through the bound controls, call the engine, return updates.
 
 Handlers take Gradio input dicts and return output dicts ({component: value}); anything
 not in the returned dict stays on screen as it was, so a failed run never clears the
@@ -20,7 +20,7 @@ from engine.errors import Cancelled, InputError, StudioError
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json, set_path
 from engine.runtypes import CancelToken
-from studio.bindings import Controls
+from studio.controls import Controls
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
 from studio.panels.loras import LoraCallbacks, report_markdown

@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from studio.bindings import Controls
 from studio.callbacks import StudioCallbacks
+from studio.controls import Controls
 from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
 from studio.golden_seeds import GoldenSeeds
 from studio.panels import color, latent, prompt, redux, results, settings

@@ -20,8 +20,9 @@ from bad_inputs import corrupt_png, png_claiming
 from engine.fields import bounds_of, choices_of
 from engine.recipe import SAMPLERS, SCHEDULERS, Recipe
 from engine.recipe_json import field_paths, recipe_from_json, recipe_to_json, set_path
-from studio.bindings import BINDINGS, LORA_FIELDS, MAX_LORAS, Controls, elem_id, slot_path
+from studio.bindings import BINDINGS, LORA_FIELDS, MAX_LORAS, slot_path
 from studio.callbacks import StudioCallbacks
+from studio.controls import Controls, elem_id
 from studio.golden_seeds import GoldenSeeds
 from studio.panels import prompt, results, settings
 from studio.presets import load_presets

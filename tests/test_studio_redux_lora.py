@@ -20,8 +20,9 @@ from bad_inputs import corrupt_png
 from engine.errors import RecipeError
 from engine.recipe import LoraSlot, Recipe
 from engine.recipe_json import recipe_to_json, set_path
-from studio.bindings import LORAS, MAX_LORAS, Controls, slot_path
+from studio.bindings import LORAS, MAX_LORAS, slot_path
 from studio.callbacks import StudioCallbacks
+from studio.controls import Controls
 from studio.golden_seeds import GoldenSeeds
 from studio.panels import loras, prompt, redux, results, settings
 from studio.presets import load_presets

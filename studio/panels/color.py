@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import gradio as gr
 
 from engine.recipe import Recipe
-from studio.bindings import Controls
+from studio.controls import Controls
 
 TITLE = "Color"
 PREFIX = "color."

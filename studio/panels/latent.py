@@ -10,7 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from engine.recipe import Recipe
-from studio.bindings import Controls
+from studio.controls import Controls
 
 TITLE = "Latent"
 

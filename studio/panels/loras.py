@@ -20,7 +20,8 @@ import gradio as gr
 
 from engine.errors import StudioError
 from engine.recipe import LoraSlot, Recipe
-from studio.bindings import LORAS, MAX_LORAS, Controls, slot_path
+from studio.bindings import LORAS, MAX_LORAS, slot_path
+from studio.controls import Controls
 from studio.session import LORA_ROWS_SHOWN, Session
 
 MAX_TOTAL = 1.0  # seed 000 §4.3: "Keep the total <= 1.0"

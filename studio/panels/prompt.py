@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from engine.recipe import Recipe
-from studio.bindings import Controls
+from studio.controls import Controls
 from studio.panels import loras
 
 TITLE = "Size / LoRA / Prompt"

@@ -21,7 +21,7 @@ from engine.errors import StudioError
 from engine.recipe import Recipe
 from engine.recipe_json import set_path
 from engine.redux import reference_hints
-from studio.bindings import Controls
+from studio.controls import Controls
 from studio.panels import results as res
 from studio.session import Session
 

@@ -19,7 +19,8 @@ import gradio as gr
 from engine.errors import StudioError
 from engine.recipe import MAX_SEED, Recipe
 from engine.recipe_json import field_paths, get_path
-from studio.bindings import BINDINGS, Controls
+from studio.bindings import BINDINGS
+from studio.controls import Controls
 from studio.golden_seeds import GoldenSeeds
 from studio.presets import PresetLibrary
 from studio.session import Session
