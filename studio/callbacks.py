@@ -21,9 +21,10 @@ from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json, set_path
 from engine.runtypes import CancelToken
 from studio.controls import Controls
+from studio.lora_rules import report_markdown
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
-from studio.panels.loras import LoraCallbacks, report_markdown
+from studio.panels.loras import LoraCallbacks
 from studio.panels.prompt import PromptPanel
 from studio.panels.redux import ReduxCallbacks, ReduxPanel
 from studio.panels.settings import FIXED, seed_for_run

@@ -20,6 +20,7 @@ from bad_inputs import corrupt_png
 from engine.errors import RecipeError
 from engine.recipe import LoraSlot, Recipe
 from engine.recipe_json import recipe_to_json, set_path
+from studio import lora_rules
 from studio.bindings import LORAS, MAX_LORAS, slot_path
 from studio.callbacks import StudioCallbacks
 from studio.controls import Controls
@@ -265,13 +266,13 @@ def test_lora_slots_round_trip_through_the_bindings(page: Page) -> None:
 
 def test_the_strength_sum_warns_above_one(page: Page) -> None:
     low = (LoraSlot(file="a", strength_model=0.6), LoraSlot(file="b", strength_model=0.4))
-    assert "1.00" in loras.total_markdown(low) and "⚠" not in loras.total_markdown(low)
+    assert "1.00" in lora_rules.total_markdown(low) and "⚠" not in lora_rules.total_markdown(low)
     high = (*low, LoraSlot(file="c", strength_model=0.3))
-    assert "⚠" in loras.total_markdown(high) and "keep the total ≤ 1.0" in loras.total_markdown(
+    assert "⚠" in lora_rules.total_markdown(
         high
-    )
+    ) and "keep the total ≤ 1.0" in lora_rules.total_markdown(high)
     off = (*low, LoraSlot(file="c", strength_model=0.3, enabled=False))
-    assert "⚠" not in loras.total_markdown(off)  # a slot that is off does not count
+    assert "⚠" not in lora_rules.total_markdown(off)  # a slot that is off does not count
     recipe = recipe_with_loras(Recipe(), high)
     described = page.loras.describe(page.values(recipe))
     assert "1.30" in described[page.loras.panel.total]
@@ -287,11 +288,13 @@ def test_the_prompt_as_encoded_puts_trigger_words_first() -> None:
         LoraSlot(file="c.safetensors", trigger="off word", enabled=False),
         LoraSlot(file="d.safetensors", trigger="ohwx"),  # already there once
     ]
-    encoded = loras.effective_prompt("a portrait of a woman", slots, lambda n: triggers(n) or [])
+    encoded = lora_rules.effective_prompt(
+        "a portrait of a woman", slots, lambda n: triggers(n) or []
+    )
     assert encoded == "from metadata, ohwx, a portrait of a woman"
-    assert loras.effective_prompt("p", [], lambda n: []) == "p"
-    line = loras.effective_markdown("a *b*", "ohwx, a *b*")
-    assert "ohwx, a \\*b\\*" in line and loras.effective_markdown("p", "p") == ""
+    assert lora_rules.effective_prompt("p", [], lambda n: []) == "p"
+    line = lora_rules.effective_markdown("a *b*", "ohwx, a *b*")
+    assert "ohwx, a \\*b\\*" in line and lora_rules.effective_markdown("p", "p") == ""
 
 
 def test_picking_a_file_fills_its_trigger_words(page: Page, engine: Any) -> None:
@@ -358,10 +361,10 @@ def test_the_match_report_lists_the_lora_notes() -> None:
         "The LoRA strengths add up to 1.40: above 1.0 LoRAs start to fight.",
         "Prompt as encoded: ohwx skin, a portrait",
     ]
-    text = loras.report_markdown(notes)
+    text = lora_rules.report_markdown(notes)
     assert "Size" not in text and "1 of 1 keys matched" in text
     assert "add up to 1.40" in text and "ohwx skin, a portrait" in text
-    assert text.startswith("**Last run:**") and loras.report_markdown(notes[:1]) == ""
+    assert text.startswith("**Last run:**") and lora_rules.report_markdown(notes[:1]) == ""
 
 
 def test_generate_shows_the_match_report_under_the_stack(page: Page, engine: Any) -> None:

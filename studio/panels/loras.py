@@ -1,30 +1,28 @@
 """The LoRA stack on the "Size / LoRA / Prompt" tab (the suite's Power LoRA Loader, seed 000
 §4.3): slot rows of file, model and CLIP strength, on/off and trigger words; "toggle all";
 the sum of the model strengths against the guide's 1.0; the guide's LoRA library; and the
-match report of the last run.
+match report of the last run. The rules behind the strength line, the prompt as encoded
+and the report are in `studio.lora_rules`.
 
-The engine places the trigger words of the slots that are on at the front of the prompt;
-`effective_prompt` applies the same rule so the page shows what will be encoded before the
-run. Engine methods are looked up with getattr, so an engine without LoRA support leaves an
+Engine methods are looked up with getattr, so an engine without LoRA support leaves an
 empty file list instead of breaking the page.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from engine.errors import StudioError
-from engine.recipe import LoraSlot, Recipe
+from engine.recipe import Recipe
 from studio.bindings import LORAS, MAX_LORAS, slot_path
 from studio.controls import Controls
+from studio.lora_rules import effective_markdown, effective_prompt, total_markdown
 from studio.session import LORA_ROWS_SHOWN, Session
 
-MAX_TOTAL = 1.0  # seed 000 §4.3: "Keep the total <= 1.0"
 NONE_CHOICE = ("(none)", "")
 INLINE = ["ps-inline-button"]
 SUBTLE = (0.05, 0.15)  # seed 000 §4.3: "subtle stylistic cues", where an entry gives no range
@@ -98,78 +96,6 @@ def _entry(item: Mapping[str, Any]) -> LibraryEntry:
         strength_range=span,
         default_strength=float(default) if default is not None else None,
     )
-
-
-# -- pure rules ------------------------------------------------------------------------------
-
-
-def active(slots: Iterable[LoraSlot]) -> list[LoraSlot]:
-    return [s for s in slots if s.enabled and s.file]
-
-
-def enabled_total(slots: Iterable[LoraSlot]) -> float:
-    """The sum of the model strengths of the slots that are on."""
-    return sum(s.strength_model for s in active(slots))
-
-
-def total_markdown(slots: Sequence[LoraSlot]) -> str:
-    """The strength line under the stack, with the guide's warning above 1.0."""
-    on = active(slots)
-    if not on:
-        return "No LoRA is on." if slots else ""
-    total = enabled_total(on)
-    text = f"Model strengths of the {len(on)} LoRA(s) on add up to **{total:.2f}**"
-    if total > MAX_TOTAL + 1e-9:
-        return (
-            f"⚠ {text}: keep the total ≤ {MAX_TOTAL:.1f}. Above it LoRAs start to fight "
-            "(texture clashes, burnt contrast); lower some strengths."
-        )
-    return text + f" (the guide keeps it ≤ {MAX_TOTAL:.1f})."
-
-
-def slot_triggers(slot: LoraSlot, triggers_of: Callable[[str], list[str]]) -> list[str]:
-    """The words a slot puts in front: the typed ones, else the file's own."""
-    typed = [w.strip() for w in slot.trigger.split(",") if w.strip()]
-    return typed or triggers_of(slot.file)
-
-
-def effective_prompt(
-    prompt: str, slots: Iterable[LoraSlot], triggers_of: Callable[[str], list[str]]
-) -> str:
-    """The prompt as the engine encodes it: trigger words of the slots that are on first,
-    in slot order, each once and only if the prompt does not contain it already."""
-    words: list[str] = []
-    for slot in active(slots):
-        words += slot_triggers(slot, triggers_of)
-    lowered = prompt.lower()
-    front = [w for w in dict.fromkeys(words) if w.lower() not in lowered]
-    return ", ".join([*front, prompt]) if front and prompt else ", ".join(front) or prompt
-
-
-def effective_markdown(prompt: str, encoded: str) -> str:
-    """The line under the prompt box; empty while the triggers add nothing."""
-    if encoded == prompt:
-        return ""
-    return (
-        f"**Prompt as encoded** (trigger words of the LoRAs that are on go first): {_md(encoded)}"
-    )
-
-
-def lora_notes(notes: Iterable[str]) -> list[str]:
-    """The run-report notes about the LoRA stack (match lines, strength warning, prompt)."""
-    return [n for n in notes if "LoRA" in n or n.startswith("Prompt as encoded")]
-
-
-def report_markdown(notes: Iterable[str]) -> str:
-    lines = lora_notes(notes)
-    if not lines:
-        return ""
-    return "**Last run:**\n" + "\n".join(f"- {_md(line)}" for line in lines)
-
-
-def _md(text: str) -> str:
-    """Plain text shown literally in Markdown."""
-    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", text)
 
 
 def file_choices(files: Iterable[str]) -> list[tuple[str, str]]:
