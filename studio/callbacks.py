@@ -29,6 +29,7 @@ from studio.panels.prompt import PromptPanel
 from studio.panels.redux import ReduxCallbacks, ReduxPanel
 from studio.panels.settings import FIXED, seed_for_run
 from studio.session import RunView, Session
+from studio.uploads import store_upload, stored_image
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ class StudioCallbacks:
         if not path:
             return {}
         try:
-            digest = self.engine.store_image(Path(path).read_bytes())
+            digest = store_upload(self.engine, path)
             recipe = self.controls.recipe(session.base, data, prefix=COLOR)
             recipe = set_path(set_path(recipe, "source.kind", "image"), "source.image", digest)
         except StudioError as exc:
@@ -229,7 +230,7 @@ class StudioCallbacks:
         if not path or self.source is None:
             return {}
         try:
-            digest = self.engine.store_image(Path(path).read_bytes(), "The start image")
+            digest = store_upload(self.engine, path, "The start image")
         except StudioError as exc:
             return self._fail(exc)
         session.base = set_path(session.base, "source.image", digest)
@@ -237,8 +238,7 @@ class StudioCallbacks:
         if denoise is not None and denoise >= 0.9:
             text += " Lower Settings > Denoise to 0.45-0.60 to keep the face (1.0 repaints it all)."
         return {
-            **res.show_status(self.panel, text),
-            self.panel.error: gr.update(value="", visible=False),
+            **res.show_notice(self.panel, text),
             self.controls["source.kind"]: True,
             self.source.source_preview: path,
         }
@@ -279,12 +279,11 @@ class StudioCallbacks:
             return self._fail(exc)
         session.base = recipe
         updates: Updates = self.controls.updates(recipe)
-        updates.update(res.show_status(self.panel, f"Restored the recipe of {Path(path).name}."))
-        updates[self.panel.error] = gr.update(value="", visible=False)
+        updates.update(res.show_notice(self.panel, f"Restored the recipe of {Path(path).name}."))
         if self.seed_mode is not None:
             updates[self.seed_mode] = FIXED  # the restored seed is the point of restoring
         if self.source is not None:
-            updates[self.source.source_preview] = self._stored_image(recipe.source.image)
+            updates[self.source.source_preview] = stored_image(self.engine, recipe.source.image)
         if self.redux is not None:
             updates.update(self.redux.restored(recipe))
         if self.loras is not None:
@@ -303,15 +302,6 @@ class StudioCallbacks:
         if self.loras is not None:
             out += [*self.loras.panel.rows, self.loras.panel.add]
         return out
-
-    def _stored_image(self, digest: str) -> Any:
-        """The stored start image for a preview, or None when the store does not have it."""
-        if not digest:
-            return None
-        try:
-            return self.engine.load_image(digest)
-        except StudioError:
-            return None
 
     def compare(self, session: Session, a: str | None, b: str | None) -> Updates:
         if a and b:
@@ -346,6 +336,6 @@ class StudioCallbacks:
         if not path:
             raise gr.Error("No file was uploaded.", print_exception=False)
         try:
-            return self.engine.store_image(Path(path).read_bytes())
+            return store_upload(self.engine, path)
         except StudioError as exc:
             raise gr.Error(str(exc), print_exception=False) from exc

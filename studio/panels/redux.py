@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -24,6 +23,7 @@ from engine.redux import reference_hints
 from studio.controls import Controls
 from studio.panels import results as res
 from studio.session import Session
+from studio.uploads import store_upload, stored_image
 
 TITLE = "Redux blend"
 REFERENCES = (1, 2)
@@ -139,7 +139,7 @@ class ReduxCallbacks:
                 return {}
             box = self.panel.references[n]
             try:
-                digest = self.engine.store_image(Path(path).read_bytes(), f"Reference {n}")
+                digest = store_upload(self.engine, path, f"Reference {n}")
                 image = self.engine.load_image(digest)
             except StudioError as exc:
                 return self.fail(exc)  # the earlier reference stays in the recipe
@@ -147,8 +147,7 @@ class ReduxCallbacks:
             hints = hints_markdown(image)
             text = f"Reference {n} stored ({image.width}×{image.height}); Redux is on."
             return {
-                **res.show_status(self.results, text),
-                self.results.error: gr.update(value="", visible=False),
+                **res.show_notice(self.results, text),
                 self.controls["redux.enabled"]: True,
                 box.preview: image,
                 box.hints: hints,
@@ -183,7 +182,7 @@ class ReduxCallbacks:
         denoise_box = self.controls["settings.denoise"]
         updates: Updates = {self.controls["source.kind"]: True}
         if self.source_preview is not None:
-            updates[self.source_preview] = self.stored(digest)
+            updates[self.source_preview] = stored_image(self.engine, digest)
         text = "Generate now starts from reference 1 (img2img)"
         if denoise is None or denoise >= 0.9:
             updates[denoise_box] = IDENTITY_DENOISE
@@ -196,20 +195,11 @@ class ReduxCallbacks:
         updates[self.panel.start_info] = f"**{text}** {START_INFO}"
         return {**updates, **res.show_status(self.results, text)}
 
-    def stored(self, digest: str) -> Any:
-        """A stored picture for a preview, or None when the store does not have it."""
-        if not digest:
-            return None
-        try:
-            return self.engine.load_image(digest)
-        except StudioError:
-            return None
-
     def restored(self, recipe: Recipe) -> Updates:
         """Previews and advice for the references of a restored recipe."""
         updates: Updates = {}
         for n, box in self.panel.references.items():
-            image = self.stored(getattr(recipe.redux, f"image{n}"))
+            image = stored_image(self.engine, getattr(recipe.redux, f"image{n}"))
             updates[box.preview] = image
             updates[box.hints] = hints_markdown(image) if image is not None else ""
         return updates

@@ -166,8 +166,7 @@ def show_run(panel: ResultsPanel, session: Session) -> dict[gr.Component, Any]:
     pair = compare_pair(session)
     choices = compare_choices(session)
     return {
-        panel.status: f"Done · run {session.runs}",
-        panel.error: gr.update(value="", visible=False),
+        **show_notice(panel, f"Done · run {session.runs}"),
         panel.gallery: view.finals,
         panel.report: report_markdown(view),
         panel.compare_a: gr.update(choices=choices, value=pair[0] if pair else None),
@@ -197,6 +196,11 @@ def show_progress(panel: ResultsPanel, progress: Any) -> dict[gr.Component, Any]
 
 def show_status(panel: ResultsPanel, text: str) -> dict[gr.Component, Any]:
     return {panel.status: text}
+
+
+def show_notice(panel: ResultsPanel, text: str) -> dict[gr.Component, Any]:
+    """A status line after something went right, which also hides an earlier error."""
+    return {panel.status: text, panel.error: gr.update(value="", visible=False)}
 
 
 def show_error(panel: ResultsPanel, message: str) -> dict[gr.Component, Any]:
