@@ -11,7 +11,7 @@ empty file list instead of breaking the page.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -213,25 +213,20 @@ def _library(engine: Any) -> tuple[gr.Dropdown, gr.Dropdown, gr.Button, gr.Markd
 # -- handlers --------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
 class LoraCallbacks:
     """The stack's events; no per-session data lives here."""
 
-    def __init__(
-        self,
-        engine: Any,
-        controls: Controls,
-        panel: LoraPanel,
-        state: gr.State,
-        prompt: gr.Textbox,
-        effective: gr.Markdown,
-    ) -> None:
-        self.engine = engine
-        self.controls = controls
-        self.panel = panel
-        self.state = state
-        self.prompt = prompt
-        self.effective = effective
-        self.entries = {e.name: e for e in library_entries(engine)}
+    engine: Any
+    controls: Controls
+    panel: LoraPanel
+    state: gr.State
+    prompt: gr.Textbox
+    effective: gr.Markdown
+    entries: dict[str, LibraryEntry] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.entries = {e.name: e for e in library_entries(self.engine)}
 
     def row(self, row: int) -> dict[str, gr.Component]:
         return self.controls.lora_row(row)

@@ -110,26 +110,17 @@ def hints_markdown(image: Any) -> str:
 # -- handlers --------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
 class ReduxCallbacks:
     """Uploads, clears and "start from this reference"; no per-session data lives here."""
 
-    def __init__(
-        self,
-        engine: Any,
-        controls: Controls,
-        panel: ReduxPanel,
-        state: gr.State,
-        results: res.ResultsPanel,
-        fail: Callable[[BaseException], Updates],
-        source_preview: gr.Image | None = None,
-    ) -> None:
-        self.engine = engine
-        self.controls = controls
-        self.panel = panel
-        self.state = state
-        self.results = results
-        self.fail = fail
-        self.source_preview = source_preview
+    engine: Any
+    controls: Controls
+    panel: ReduxPanel
+    state: gr.State
+    results: res.ResultsPanel
+    fail: Callable[[BaseException], Updates]
+    source_preview: gr.Image | None = None
 
     def upload(self, n: int) -> Callable[[Session, str | None], Updates]:
         """The handler for reference `n`'s upload: check, store, preview, advise."""

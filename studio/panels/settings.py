@@ -205,22 +205,15 @@ def changed_fields(before: Recipe, after: Recipe) -> list[str]:
 # -- handlers ---------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
 class SettingsCallbacks:
     """Presets, seed control and golden seeds; no per-session data lives here."""
 
-    def __init__(
-        self,
-        controls: Controls,
-        panel: SettingsPanel,
-        state: gr.State,
-        presets: PresetLibrary,
-        golden: GoldenSeeds,
-    ) -> None:
-        self.controls = controls
-        self.panel = panel
-        self.state = state
-        self.presets = presets
-        self.golden = golden
+    controls: Controls
+    panel: SettingsPanel
+    state: gr.State
+    presets: PresetLibrary
+    golden: GoldenSeeds
 
     def describe_preset(self, preset_id: str | None) -> Updates:
         try:
