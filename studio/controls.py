@@ -142,6 +142,11 @@ class Controls:
         self.by_path[path] = component
         return component
 
+    def add_in_row(self, recipe: Recipe, *paths: str) -> list[gr.Component]:
+        """Create and register the components for `paths` side by side in one row."""
+        with gr.Row():
+            return [self.add(path, recipe) for path in paths]
+
     def __getitem__(self, path: str) -> gr.Component:
         return self.by_path[path]
 

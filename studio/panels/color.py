@@ -29,12 +29,8 @@ def build_color_tab(controls: Controls, recipe: Recipe, luts: Iterable[str]) -> 
         controls.add("color.exposure.exposure", recipe)
     with gr.Group():
         controls.add("color.grain.enabled", recipe)
-        with gr.Row():
-            controls.add("color.grain.power", recipe)
-            controls.add("color.grain.scale", recipe)
-        with gr.Row():
-            controls.add("color.grain.saturation", recipe)
-            controls.add("color.grain.seed", recipe)
+        controls.add_in_row(recipe, "color.grain.power", "color.grain.scale")
+        controls.add_in_row(recipe, "color.grain.saturation", "color.grain.seed")
     with gr.Group():
         controls.add("color.tone.enabled", recipe)
         controls.add("color.tone.brightness", recipe)
@@ -43,9 +39,7 @@ def build_color_tab(controls: Controls, recipe: Recipe, luts: Iterable[str]) -> 
     with gr.Group():
         controls.add("color.lut.enabled", recipe)
         controls.add("color.lut.file", recipe, choices=[NO_LUT, *((n, n) for n in luts)])
-        with gr.Row():
-            controls.add("color.lut.strength", recipe)
-            controls.add("color.lut.color_space", recipe)
+        controls.add_in_row(recipe, "color.lut.strength", "color.lut.color_space")
     return gr.File(
         label="Grade an uploaded image (no diffusion model needed)",
         file_types=["image"],

@@ -42,13 +42,14 @@ def build_latent_tab(controls: Controls, recipe: Recipe) -> None:
     )
     with gr.Accordion("Detail Daemon window and shape", open=True, elem_id="ps-dd-shape"):
         for left, right in DETAIL_DAEMON_SHAPE:
-            with gr.Row():
-                controls.add(f"settings.detail_daemon.{left}", recipe)
-                controls.add(f"settings.detail_daemon.{right}", recipe)
+            controls.add_in_row(
+                recipe, f"settings.detail_daemon.{left}", f"settings.detail_daemon.{right}"
+            )
         controls.add("settings.detail_daemon.smooth", recipe)
-    with gr.Accordion("Lying Sigma window", open=True, elem_id="ps-ls-window"), gr.Row():
-        controls.add("settings.lying_sigma.start_percent", recipe)
-        controls.add("settings.lying_sigma.end_percent", recipe)
+    with gr.Accordion("Lying Sigma window", open=True, elem_id="ps-ls-window"):
+        controls.add_in_row(
+            recipe, "settings.lying_sigma.start_percent", "settings.lying_sigma.end_percent"
+        )
     with gr.Group(elem_id="ps-latent-pass", elem_classes=["ps-latent-pass"]):
         gr.Markdown(
             "**Second pass** · latent upscale, noise injection and a short img2img re-render",

@@ -33,12 +33,8 @@ def build_prompt_tab(controls: Controls, recipe: Recipe, engine: Any = None) -> 
     effective = gr.Markdown("", elem_id="ps-effective-prompt", elem_classes=["ps-hint"])
     controls.add("prompt.negative_prompt", recipe)
     stack = loras.build_lora_stack(controls, recipe, engine)
-    with gr.Row():
-        controls.add("prompt.width", recipe)
-        controls.add("prompt.height", recipe)
-    with gr.Row():
-        controls.add("prompt.resolution", recipe)
-        controls.add("prompt.batch_size", recipe)
+    controls.add_in_row(recipe, "prompt.width", "prompt.height")
+    controls.add_in_row(recipe, "prompt.resolution", "prompt.batch_size")
     with gr.Accordion("Start image (img2img)", open=False, elem_id="ps-source"):
         with gr.Row(equal_height=True):
             # A file box, not gr.Image: the engine checks the upload and says what is wrong,

@@ -88,13 +88,9 @@ def build_settings_tab(controls: Controls, recipe: Recipe, presets: PresetLibrar
     message = gr.Markdown(
         problems_markdown(presets.problems), elem_id="ps-settings-message", elem_classes=["ps-hint"]
     )
-    with gr.Row():
-        controls.add("settings.sampler", recipe)
-        controls.add("settings.scheduler", recipe)
+    controls.add_in_row(recipe, "settings.sampler", "settings.scheduler")
     controls.add("settings.steps", recipe)
-    with gr.Row():
-        controls.add("settings.guidance", recipe)
-        controls.add("settings.cfg", recipe)
+    controls.add_in_row(recipe, "settings.guidance", "settings.cfg")
     controls.add("settings.denoise", recipe)
     seed_mode, new_seed = _seed_rows(controls, recipe)
     golden = _golden_seeds()
@@ -103,21 +99,19 @@ def build_settings_tab(controls: Controls, recipe: Recipe, presets: PresetLibrar
             "**Micro-sampler controls** · windows and shape on the Latent tab",
             elem_classes=["ps-hint"],
         )
-        with gr.Row():
-            controls.add("settings.detail_daemon.enabled", recipe)
-            controls.add("settings.detail_daemon.amount", recipe)
-        with gr.Row():
-            controls.add("settings.lying_sigma.enabled", recipe)
-            controls.add("settings.lying_sigma.dishonesty", recipe)
-    with gr.Row():
-        controls.add("settings.max_shift", recipe)
-        controls.add("settings.base_shift", recipe)
+        controls.add_in_row(
+            recipe, "settings.detail_daemon.enabled", "settings.detail_daemon.amount"
+        )
+        controls.add_in_row(
+            recipe, "settings.lying_sigma.enabled", "settings.lying_sigma.dishonesty"
+        )
+    controls.add_in_row(recipe, "settings.max_shift", "settings.base_shift")
     with gr.Accordion("First-block cache", open=False, elem_id="ps-fbcache"):
         controls.add("settings.first_block_cache.enabled", recipe)
         controls.add("settings.first_block_cache.threshold", recipe)
-        with gr.Row():
-            controls.add("settings.first_block_cache.start", recipe)
-            controls.add("settings.first_block_cache.end", recipe)
+        controls.add_in_row(
+            recipe, "settings.first_block_cache.start", "settings.first_block_cache.end"
+        )
         controls.add("settings.first_block_cache.max_consecutive_hits", recipe)
     return SettingsPanel(preset, preset_info, apply, message, seed_mode, new_seed, *golden)
 
