@@ -365,6 +365,7 @@ SLOT_BINDINGS: tuple[Binding, ...] = (
     Binding("trigger", "Trigger words", widget="textbox"),
 )
 LORAS = "prompt.loras"
+LORAS_LABEL = "LoRA stack"  # the whole stack, as a list of changed fields names it
 LORA_FIELDS: tuple[str, ...] = tuple(b.path for b in SLOT_BINDINGS)
 MAX_LORAS: int = next(f for f in dataclasses.fields(PromptParams) if f.name == "loras").metadata[
     "max_items"

@@ -13,7 +13,7 @@ from engine.errors import NotAvailableError, StudioError
 from engine.recipe import MAX_SEED, Recipe
 from engine.recipe_json import recipe_from_dict
 from studio.golden_seeds import GoldenSeeds, GoldenSeedsError
-from studio.panels.settings import FIXED, LAST, RANDOMIZE, draw_seed, seed_for_run
+from studio.panels.settings import FIXED, LAST, RANDOMIZE, changed_fields, draw_seed, seed_for_run
 from studio.presets import META_KEYS, PRESETS_DIR, load_preset, load_presets
 
 EXPECTED = {
@@ -147,6 +147,13 @@ def test_a_preset_keeps_what_it_does_not_name() -> None:
     applied = preset.apply(mine)
     assert (applied.prompt.prompt, applied.settings.seed) == ("my words", 99)
     assert applied.color == mine.color and applied.latent == mine.latent
+
+
+def test_the_change_list_names_the_lora_stack_by_its_label() -> None:
+    applied = load_presets().get("turbo_production").apply(Recipe())
+    changes = changed_fields(Recipe(), applied)
+    assert "LoRA stack" in changes and "prompt.loras" not in changes
+    assert "Steps 25 → 10" in changes
 
 
 def test_every_preset_renders_on_the_tiny_engine(tiny_engine: Any) -> None:

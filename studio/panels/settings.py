@@ -19,7 +19,7 @@ import gradio as gr
 from engine.errors import StudioError
 from engine.recipe import MAX_SEED, Recipe
 from engine.recipe_json import field_paths, get_path
-from studio.bindings import BINDINGS
+from studio.bindings import BINDINGS, LORAS, LORAS_LABEL
 from studio.controls import Controls
 from studio.golden_seeds import GoldenSeeds
 from studio.presets import PresetLibrary
@@ -183,7 +183,7 @@ def problems_markdown(problems: list[str]) -> str:
 
 def changed_fields(before: Recipe, after: Recipe) -> list[str]:
     """'label old → new' for every leaf field that differs (bound labels where known)."""
-    labels = {b.path: b.label for b in BINDINGS}
+    labels = {b.path: b.label for b in BINDINGS} | {LORAS: LORAS_LABEL}
     out = []
     for path, _ in field_paths():
         old, new = get_path(before, path), get_path(after, path)
