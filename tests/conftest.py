@@ -1,4 +1,5 @@
-"""Shared fixtures: offline settings, a tiny-model Engine and an in-process studio server."""
+"""Shared fixtures: offline settings, a tiny-model Engine with two tiny LoRA files, an
+in-process studio server, and the studio's tabs built for calling handlers directly."""
 
 from __future__ import annotations
 
@@ -9,13 +10,29 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from engine.recipe import Recipe
+    from studio.callbacks import StudioCallbacks
+    from studio.controls import Controls
+    from studio.panels.loras import LoraCallbacks
+    from studio.panels.prompt import PromptPanel
+    from studio.panels.redux import ReduxCallbacks
+    from studio.panels.results import ResultsPanel
+    from studio.panels.settings import SettingsCallbacks, SettingsPanel
+    from studio.session import Session
+
+SKIN, FRECKLES = "skin_detail.safetensors", "freckles.safetensors"
 
 
 def free_port() -> int:
@@ -36,13 +53,41 @@ def studio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("studio")
 
 
+def tiny_lora(path: Path, metadata: dict[str, str], seed: int) -> Path:
+    """A peft-layout LoRA on the tiny transformer's single block (rank 4, width 32)."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    module = "transformer.single_transformer_blocks.0.attn.to_q"
+    tensors = {
+        f"{module}.lora_A.weight": torch.randn(4, 32, generator=generator) * 0.2,
+        f"{module}.lora_B.weight": torch.randn(32, 4, generator=generator) * 0.2,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def make_lora_folder(models: Path) -> Path:
+    """<models>/loras with two tiny LoRAs: one with a trigger phrase, one with Kohya tags."""
+    tiny_lora(models / "loras" / SKIN, {"modelspec.trigger_phrase": "ohwx skin"}, 1)
+    tags = {"10_frckls": {"frckls": 12, "woman": 5}}
+    tiny_lora(models / "loras" / FRECKLES, {"ss_tag_frequency": json.dumps(tags)}, 2)
+    return models
+
+
 @pytest.fixture(scope="session")
 def tiny_engine(studio_dir: Path) -> Any:
-    """An Engine over tiny random models (built in code, no files, no network)."""
+    """An Engine over tiny random models (built in code, no network) on the CPU, with a
+    models folder whose loras/ holds the two tiny LoRA files (the Flux models still come
+    from the tiny builders)."""
     from engine.engine import Engine, EngineConfig
     from engine.models.manager import ModelConfig
 
-    models = ModelConfig(models_dir=None, diffusers_dir=None, repo_id=None, tiny=True)
+    models = ModelConfig(
+        models_dir=make_lora_folder(studio_dir / "models"), tiny=True, device="cpu"
+    )
     config = EngineConfig(
         models=models, outputs_dir=studio_dir / "outputs", data_dir=studio_dir / "data"
     )
@@ -68,3 +113,70 @@ def studio_server(tiny_engine: Any, studio_dir: Path) -> Iterator[StudioServer]:
         yield StudioServer(url=f"http://127.0.0.1:{port}/", engine=tiny_engine, demo=demo)
     finally:
         demo.close()
+
+
+@dataclass
+class StudioPage:
+    """The studio's tabs and results column built without a server, with their handlers."""
+
+    controls: Controls
+    state: gr.State
+    tab: SettingsPanel
+    source: PromptPanel
+    panel: ResultsPanel
+    studio: StudioCallbacks
+    settings: SettingsCallbacks
+
+    @property
+    def redux(self) -> ReduxCallbacks:
+        assert self.studio.redux is not None
+        return self.studio.redux
+
+    @property
+    def loras(self) -> LoraCallbacks:
+        assert self.studio.loras is not None
+        return self.studio.loras
+
+    def values(
+        self, recipe: Recipe, extra: dict[Any, Any] | None = None, session: Session | None = None
+    ) -> dict[Any, Any]:
+        """Component values as Gradio hands them to a handler (`extra` overrides some)."""
+        from studio.session import Session
+
+        state = session or Session(base=recipe)
+        return {self.state: state, **self.controls.updates(recipe), **(extra or {})}
+
+
+def build_studio_page(engine: Any, golden_seeds: Path) -> StudioPage:
+    """The Redux, Size / LoRA / Prompt and Settings tabs and the results column over
+    `engine`, as build_ui lays them out; golden seeds are kept in `golden_seeds`."""
+    import gradio as gr
+
+    from studio.callbacks import StudioCallbacks
+    from studio.controls import Controls
+    from studio.golden_seeds import GoldenSeeds
+    from studio.panels import prompt, redux, results, settings
+    from studio.presets import load_presets
+
+    recipe = engine.default_recipe()
+    library = load_presets()
+    with gr.Blocks():
+        controls = Controls()
+        state = gr.State()
+        references = redux.build_redux_tab(controls, recipe)
+        source = prompt.build_prompt_tab(controls, recipe, engine)
+        tab = settings.build_settings_tab(controls, recipe, library)
+        panel = results.build_results()
+        upload = gr.File()
+    studio = StudioCallbacks(
+        engine,
+        controls,
+        panel,
+        state,
+        upload,
+        seed_mode=tab.seed_mode,
+        source=source,
+        redux=references,
+    )
+    handlers = settings.SettingsCallbacks(controls, tab, state, library, GoldenSeeds(golden_seeds))
+    return StudioPage(controls, state, tab, source, panel, studio, handlers)

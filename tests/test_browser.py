@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StudioServer, free_port
-from test_studio_redux_lora import FRECKLES, SKIN, make_lora_folder
+from conftest import FRECKLES, SKIN, StudioServer
 
 from bad_inputs import corrupt_png
 from engine.recipe_json import set_path
@@ -39,39 +38,6 @@ pytestmark = [
         reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(studio_dir: Path) -> Any:
-    """Tiny random models as in conftest, plus a models folder whose loras/ holds two tiny
-    LoRA files (the Flux models still come from the tiny builders)."""
-    from engine.engine import Engine, EngineConfig
-    from engine.models.manager import ModelConfig
-
-    root = studio_dir / "browser"
-    models = ModelConfig(models_dir=make_lora_folder(root / "models"), tiny=True)
-    return Engine(EngineConfig(models=models, outputs_dir=root / "outputs", data_dir=root / "data"))
-
-
-@pytest.fixture(scope="module")
-def studio_server(tiny_engine: Any, studio_dir: Path) -> Iterator[StudioServer]:
-    """The studio page over that engine, served in this process on a free port."""
-    import studio
-
-    demo = studio.build_ui(tiny_engine)
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(studio_dir)],
-        **studio.launch_options(),
-    )
-    try:
-        yield StudioServer(url=f"http://127.0.0.1:{port}/", engine=tiny_engine, demo=demo)
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")

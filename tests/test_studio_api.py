@@ -3,7 +3,6 @@ bindings table that the page is built from."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import subprocess
@@ -13,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 import pytest
+from conftest import StudioPage, build_studio_page
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -21,12 +21,8 @@ from engine.fields import bounds_of, choices_of
 from engine.recipe import SAMPLERS, SCHEDULERS, Recipe
 from engine.recipe_json import field_paths, recipe_from_json, recipe_to_json, set_path
 from studio.bindings import BINDINGS, LORA_FIELDS, MAX_LORAS, slot_path
-from studio.callbacks import StudioCallbacks
 from studio.controls import Controls, elem_id
-from studio.golden_seeds import GoldenSeeds
-from studio.panels import prompt, results, settings
-from studio.presets import load_presets
-from studio.session import Session
+from studio.panels import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -283,41 +279,12 @@ def test_two_references_render_through_the_api(
 # -- Settings tab handlers ----------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Page:
-    controls: Controls
-    state: gr.State
-    tab: settings.SettingsPanel
-    source: prompt.PromptPanel
-    studio: StudioCallbacks
-    settings: settings.SettingsCallbacks
-
-    def values(self, recipe: Recipe, extra: dict[Any, Any] | None = None) -> dict[Any, Any]:
-        """Component values as Gradio hands them to a handler."""
-        return {self.state: Session(base=recipe), **self.controls.updates(recipe), **(extra or {})}
-
-
 @pytest.fixture
-def page(tiny_engine: Any, tmp_path: Path) -> Page:
-    recipe = tiny_engine.default_recipe()
-    library = load_presets()
-    with gr.Blocks():
-        controls = Controls()
-        state = gr.State()
-        source = prompt.build_prompt_tab(controls, recipe)
-        tab = settings.build_settings_tab(controls, recipe, library)
-        panel = results.build_results()
-        upload = gr.File()
-    cb = StudioCallbacks(
-        tiny_engine, controls, panel, state, upload, seed_mode=tab.seed_mode, source=source
-    )
-    golden = GoldenSeeds(tmp_path / "golden_seeds.json")
-    return Page(controls, state, tab, source, cb, settings.SettingsCallbacks(
-        controls, tab, state, library, golden
-    ))  # fmt: skip
+def page(tiny_engine: Any, tmp_path: Path) -> StudioPage:
+    return build_studio_page(tiny_engine, tmp_path / "golden_seeds.json")
 
 
-def test_apply_preset_updates_every_field_and_keeps_the_rest(page: Page) -> None:
+def test_apply_preset_updates_every_field_and_keeps_the_rest(page: StudioPage) -> None:
     mine = set_path(set_path(Recipe(), "prompt.prompt", "my words"), "settings.seed", 31)
     data = page.values(mine, {page.tab.preset: "turbo_production"})
     updates = page.settings.apply_preset(data)
@@ -334,7 +301,7 @@ def test_apply_preset_updates_every_field_and_keeps_the_rest(page: Page) -> None
     assert "not applied" in page.settings.apply_preset(bad)[page.tab.message]
 
 
-def test_golden_seed_handlers_save_pick_and_delete(page: Page) -> None:
+def test_golden_seed_handlers_save_pick_and_delete(page: StudioPage) -> None:
     cb, tab, seed = page.settings, page.tab, page.controls["settings.seed"]
     saved = cb.save_golden("close crop", "frames the chin", 4711.0)
     assert saved[tab.golden]["choices"] == [("close crop · 4711", "close crop")]
@@ -350,7 +317,7 @@ def test_golden_seed_handlers_save_pick_and_delete(page: Page) -> None:
     assert fresh[seed] != 5 and fresh[tab.seed_mode] == settings.FIXED
 
 
-def test_generate_draws_shows_and_reuses_seeds(page: Page, tiny_engine: Any) -> None:
+def test_generate_draws_shows_and_reuses_seeds(page: StudioPage, tiny_engine: Any) -> None:
     recipe = tiny_engine.default_recipe()
     seed_box = page.controls["settings.seed"]
     data = page.values(set_path(recipe, "settings.seed", 5), {page.tab.seed_mode: "randomize"})
@@ -368,7 +335,7 @@ def test_generate_draws_shows_and_reuses_seeds(page: Page, tiny_engine: Any) -> 
 
 @pytest.mark.filterwarnings("ignore:.*start image:UserWarning")  # gr.Warning off a request
 def test_img2img_needs_a_start_image_and_an_upload_switches_it_on(
-    page: Page, tiny_engine: Any, tmp_path: Path
+    page: StudioPage, tiny_engine: Any, tmp_path: Path
 ) -> None:
     switch = page.controls["source.kind"]
     data = page.values(tiny_engine.default_recipe(), {switch: True})

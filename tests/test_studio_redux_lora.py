@@ -1,18 +1,16 @@
 """The Redux tab and the LoRA stack without a browser: bindings and handlers called directly
-over a tiny-model Engine whose models folder holds two tiny LoRA files."""
+over the shared tiny-model Engine, whose models folder holds two tiny LoRA files."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import pytest
 import torch
+from conftest import FRECKLES, SKIN, StudioPage, build_studio_page
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -22,48 +20,17 @@ from engine.recipe import LoraSlot, Recipe
 from engine.recipe_json import recipe_to_json, set_path
 from studio import lora_rules
 from studio.bindings import LORAS, MAX_LORAS, slot_path
-from studio.callbacks import StudioCallbacks
-from studio.controls import Controls
-from studio.golden_seeds import GoldenSeeds
-from studio.panels import loras, prompt, redux, results, settings
-from studio.presets import load_presets
+from studio.panels import loras, redux, settings
 from studio.session import LORA_ROWS_SHOWN, Session
 
 # Every warning a handler raises off a request (gr.Warning) is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-SKIN, FRECKLES = "skin_detail.safetensors", "freckles.safetensors"
 
-
-def tiny_lora(path: Path, metadata: dict[str, str], seed: int) -> Path:
-    """A peft-layout LoRA on the tiny transformer's single block (rank 4, width 32)."""
-    generator = torch.Generator().manual_seed(seed)
-    module = "transformer.single_transformer_blocks.0.attn.to_q"
-    tensors = {
-        f"{module}.lora_A.weight": torch.randn(4, 32, generator=generator) * 0.2,
-        f"{module}.lora_B.weight": torch.randn(32, 4, generator=generator) * 0.2,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
-def make_lora_folder(models: Path) -> Path:
-    """<models>/loras with two tiny LoRAs: one with a trigger phrase, one with Kohya tags."""
-    tiny_lora(models / "loras" / SKIN, {"modelspec.trigger_phrase": "ohwx skin"}, 1)
-    tags = {"10_frckls": {"frckls": 12, "woman": 5}}
-    tiny_lora(models / "loras" / FRECKLES, {"ss_tag_frequency": json.dumps(tags)}, 2)
-    return models
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from engine.engine import Engine, EngineConfig
-    from engine.models.manager import ModelConfig
-
-    root = tmp_path_factory.mktemp("redux-lora")
-    models = ModelConfig(models_dir=make_lora_folder(root / "models"), tiny=True, device="cpu")
-    return Engine(EngineConfig(models=models, outputs_dir=root / "o", data_dir=root / "d"))
+@pytest.fixture
+def engine(tiny_engine: Any) -> Any:
+    """The shared tiny engine; its models folder holds SKIN and FRECKLES in loras/."""
+    return tiny_engine
 
 
 def needs_lora_api(engine: Any) -> None:
@@ -71,49 +38,9 @@ def needs_lora_api(engine: Any) -> None:
         pytest.skip("this engine has no LoRA API (list_loras, lora_triggers, lora_library)")
 
 
-@dataclass
-class Page:
-    controls: Controls
-    state: gr.State
-    studio: StudioCallbacks
-    settings: settings.SettingsCallbacks
-    tab: settings.SettingsPanel
-    panel: results.ResultsPanel
-
-    @property
-    def redux(self) -> redux.ReduxCallbacks:
-        assert self.studio.redux is not None
-        return self.studio.redux
-
-    @property
-    def loras(self) -> loras.LoraCallbacks:
-        assert self.studio.loras is not None
-        return self.studio.loras
-
-    def values(self, recipe: Recipe, session: Session | None = None) -> dict[Any, Any]:
-        """Component values as Gradio hands them to a handler."""
-        return {self.state: session or Session(base=recipe), **self.controls.updates(recipe)}
-
-
 @pytest.fixture
-def page(engine: Any, tmp_path: Path) -> Page:
-    recipe = engine.default_recipe()
-    library = load_presets()
-    with gr.Blocks():
-        controls = Controls()
-        state = gr.State()
-        references = redux.build_redux_tab(controls, recipe)
-        source = prompt.build_prompt_tab(controls, recipe, engine)
-        tab = settings.build_settings_tab(controls, recipe, library)
-        panel = results.build_results()
-        upload = gr.File()
-    cb = StudioCallbacks(
-        engine, controls, panel, state, upload, seed_mode=tab.seed_mode, source=source,
-        redux=references,
-    )  # fmt: skip
-    golden = GoldenSeeds(tmp_path / "golden_seeds.json")
-    sets = settings.SettingsCallbacks(controls, tab, state, library, golden)
-    return Page(controls, state, cb, sets, tab, panel)
+def page(engine: Any, tmp_path: Path) -> StudioPage:
+    return build_studio_page(engine, tmp_path / "golden_seeds.json")
 
 
 def picture(path: Path, size: tuple[int, int], colour=(180, 140, 120)) -> str:
@@ -134,7 +61,7 @@ def recipe_with_loras(recipe: Recipe, slots: tuple[LoraSlot, ...]) -> Recipe:
 # -- Redux ------------------------------------------------------------------------------------
 
 
-def test_redux_fields_round_trip_through_the_bindings(page: Page, engine: Any) -> None:
+def test_redux_fields_round_trip_through_the_bindings(page: StudioPage, engine: Any) -> None:
     digest = engine.store_image(png_bytes((32, 32)))
     recipe = engine.default_recipe()
     for path, value in {
@@ -158,7 +85,7 @@ def test_redux_fields_round_trip_through_the_bindings(page: Page, engine: Any) -
 
 
 def test_an_upload_stores_the_reference_and_advises_on_a_small_one(
-    page: Page, tmp_path: Path
+    page: StudioPage, tmp_path: Path
 ) -> None:
     session = Session(base=Recipe())
     box = page.redux.panel.references[1]
@@ -173,7 +100,7 @@ def test_an_upload_stores_the_reference_and_advises_on_a_small_one(
     assert session.base.redux.image2.startswith("sha256:")
 
 
-def test_a_corrupt_upload_keeps_the_earlier_reference(page: Page, tmp_path: Path) -> None:
+def test_a_corrupt_upload_keeps_the_earlier_reference(page: StudioPage, tmp_path: Path) -> None:
     session = Session(base=Recipe())
     page.redux.upload(1)(session, picture(tmp_path / "good.png", (64, 64)))
     kept = session.base.redux.image1
@@ -186,7 +113,7 @@ def test_a_corrupt_upload_keeps_the_earlier_reference(page: Page, tmp_path: Path
     assert page.redux.panel.references[1].preview not in updates  # the preview stays
 
 
-def test_clearing_the_references_switches_redux_off(page: Page, tmp_path: Path) -> None:
+def test_clearing_the_references_switches_redux_off(page: StudioPage, tmp_path: Path) -> None:
     session = Session(base=Recipe())
     enabled = page.controls["redux.enabled"]
     page.redux.upload(1)(session, picture(tmp_path / "a.png", (64, 64)))
@@ -196,7 +123,9 @@ def test_clearing_the_references_switches_redux_off(page: Page, tmp_path: Path) 
     assert page.redux.clear(2)(session)[enabled] is False
 
 
-def test_start_from_reference_one_sets_the_img2img_start_image(page: Page, tmp_path: Path) -> None:
+def test_start_from_reference_one_sets_the_img2img_start_image(
+    page: StudioPage, tmp_path: Path
+) -> None:
     session = Session(base=Recipe())
     info = page.redux.panel.start_info
     assert "Upload reference 1 first" in page.redux.start_from_reference(session, 1.0)[info]
@@ -210,12 +139,12 @@ def test_start_from_reference_one_sets_the_img2img_start_image(page: Page, tmp_p
     assert page.controls["settings.denoise"] not in kept and "0.60" in kept[info]
 
 
-def test_generate_renders_the_uploaded_references(page: Page, tmp_path: Path) -> None:
+def test_generate_renders_the_uploaded_references(page: StudioPage, tmp_path: Path) -> None:
     session = Session(base=page.studio.engine.default_recipe())
     page.redux.upload(1)(session, picture(tmp_path / "a.png", (64, 64)))
     page.redux.upload(2)(session, picture(tmp_path / "b.png", (64, 64), (20, 90, 200)))
     recipe = set_path(session.base, "redux.enabled", True)
-    data = {**page.values(recipe, session), page.tab.seed_mode: settings.FIXED}
+    data = {**page.values(recipe, session=session), page.tab.seed_mode: settings.FIXED}
     list(page.studio.generate(data))
     assert session.last is not None
     assert session.last.rendered.redux.image2 == session.base.redux.image2
@@ -223,7 +152,7 @@ def test_generate_renders_the_uploaded_references(page: Page, tmp_path: Path) ->
 
 
 def test_restore_shows_the_stored_references_and_the_slots(
-    page: Page, engine: Any, tmp_path: Path
+    page: StudioPage, engine: Any, tmp_path: Path
 ) -> None:
     digest = engine.store_image(png_bytes((640, 640)))
     slots = [LoraSlot(file=f"x{i}.safetensors", strength_model=0.1) for i in range(6)]
@@ -245,7 +174,7 @@ def test_restore_shows_the_stored_references_and_the_slots(
 # -- LoRA stack -------------------------------------------------------------------------------
 
 
-def test_lora_slots_round_trip_through_the_bindings(page: Page) -> None:
+def test_lora_slots_round_trip_through_the_bindings(page: StudioPage) -> None:
     slots = (
         LoraSlot(file=SKIN, strength_model=0.4, strength_clip=0.2, trigger="ohwx skin"),
         LoraSlot(file=FRECKLES, strength_model=0.3, enabled=False),
@@ -264,7 +193,7 @@ def test_lora_slots_round_trip_through_the_bindings(page: Page) -> None:
     assert len(page.loras.panel.rows) == MAX_LORAS == page.controls.lora_rows()
 
 
-def test_the_strength_sum_warns_above_one(page: Page) -> None:
+def test_the_strength_sum_warns_above_one(page: StudioPage) -> None:
     low = (LoraSlot(file="a", strength_model=0.6), LoraSlot(file="b", strength_model=0.4))
     assert "1.00" in lora_rules.total_markdown(low) and "⚠" not in lora_rules.total_markdown(low)
     high = (*low, LoraSlot(file="c", strength_model=0.3))
@@ -297,7 +226,7 @@ def test_the_prompt_as_encoded_puts_trigger_words_first() -> None:
     assert "ohwx, a \\*b\\*" in line and lora_rules.effective_markdown("p", "p") == ""
 
 
-def test_picking_a_file_fills_its_trigger_words(page: Page, engine: Any) -> None:
+def test_picking_a_file_fills_its_trigger_words(page: StudioPage, engine: Any) -> None:
     needs_lora_api(engine)
     assert {SKIN, FRECKLES} <= set(loras.list_loras(engine))
     trigger = page.controls[slot_path(0, "trigger")]
@@ -311,7 +240,9 @@ def test_picking_a_file_fills_its_trigger_words(page: Page, engine: Any) -> None
     assert "ohwx skin, close-up portrait" in effective  # the file's words, none typed
 
 
-def test_the_library_fills_a_slot_with_its_trigger_and_strength(page: Page, engine: Any) -> None:
+def test_the_library_fills_a_slot_with_its_trigger_and_strength(
+    page: StudioPage, engine: Any
+) -> None:
     needs_lora_api(engine)
     session = Session(base=Recipe())
     names = list(page.loras.entries)
@@ -329,7 +260,7 @@ def test_the_library_fills_a_slot_with_its_trigger_and_strength(page: Page, engi
     )
 
 
-def test_toggle_all_and_add_slot(page: Page) -> None:
+def test_toggle_all_and_add_slot(page: StudioPage) -> None:
     off = page.loras.toggle_all(False)
     assert len(off) == MAX_LORAS and not any(off.values())
     session = Session(base=Recipe())
@@ -342,7 +273,7 @@ def test_toggle_all_and_add_slot(page: Page) -> None:
     assert session.lora_rows == MAX_LORAS and not last[page.loras.panel.add]["visible"]
 
 
-def test_a_turbo_preset_fills_a_slot(page: Page, engine: Any) -> None:
+def test_a_turbo_preset_fills_a_slot(page: StudioPage, engine: Any) -> None:
     data = {**page.values(engine.default_recipe()), page.tab.preset: "turbo_production"}
     updates = page.settings.apply_preset(data)
     row = page.controls.lora_row(0)
@@ -367,7 +298,7 @@ def test_the_match_report_lists_the_lora_notes() -> None:
     assert text.startswith("**Last run:**") and lora_rules.report_markdown(notes[:1]) == ""
 
 
-def test_generate_shows_the_match_report_under_the_stack(page: Page, engine: Any) -> None:
+def test_generate_shows_the_match_report_under_the_stack(page: StudioPage, engine: Any) -> None:
     needs_lora_api(engine)
     slots = (
         LoraSlot(file=SKIN, strength_model=0.5, strength_clip=0.0),
@@ -382,7 +313,7 @@ def test_generate_shows_the_match_report_under_the_stack(page: Page, engine: Any
     assert f"{FRECKLES} (peft): 1 of 1 keys matched" in report
 
 
-def test_a_lora_for_another_model_is_a_message_naming_it(page: Page, engine: Any) -> None:
+def test_a_lora_for_another_model_is_a_message_naming_it(page: StudioPage, engine: Any) -> None:
     needs_lora_api(engine)
     folder = engine.config.models.models_dir / "loras"
     name = "sdxl_style.safetensors"
