@@ -7,7 +7,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from engine.cache import ArtifactCache
@@ -18,6 +17,7 @@ from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
 from engine.metadata import read_recipe_file
 from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
+from engine.models.precision import pick_device
 from engine.outputs import save_outputs
 from engine.recipe import ModelParams, Recipe
 from engine.redux.models import ReduxConfig, ReduxModelManager
@@ -93,7 +93,7 @@ class Engine:
         self.config = config
         self.models = ModelManager(config.models)
         self.redux_models = ReduxModelManager(ReduxConfig.from_model_config(config.models))
-        self.device = _pick_device(config.models.device)
+        self.device = pick_device(config.models.device)
         self.cache = ArtifactCache(config.cache_bytes)
         self.images = ImageStore(config.data_dir / "images")
         self.grader = ColorGrader(list(self.lut_folders))
@@ -205,9 +205,3 @@ class Engine:
 def _generates(recipe: Recipe) -> bool:
     """Whether Flux renders this recipe (text-to-image or img2img)."""
     return recipe.source.kind != "image"
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
