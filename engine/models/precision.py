@@ -6,6 +6,10 @@ for Flux skips every module whose name contains "norm", which keeps the adaLN mo
 Linears (norm1.linear, norm1_context.linear, norm.linear, norm_out.linear, ~27 % of the real
 transformer) in high precision. We keep only positional embeddings and the norm layers
 themselves (LayerNorm / RMSNorm / GroupNorm weights) out of fp8.
+
+fp8 compute (fp8_compute.py) goes further where the GPU has fp8 tensor cores: the Linears
+multiply in fp8 instead of casting their weights back. precision_path() chooses between the
+three paths from the device's facts, so tests can inject any device.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from diffusers.hooks import apply_layerwise_casting
 from diffusers.models.normalization import RMSNorm as DiffusersRMSNorm
 
+from engine.models.fp8_compute import apply_fp8_compute
+
 WEIGHT_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
@@ -24,6 +30,11 @@ WEIGHT_DTYPES: dict[str, torch.dtype] = {
     "fp8_e5m2": torch.float8_e5m2,
 }
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+# How the transformer's Linears hold and use their weights.
+FULL, FP8_STORAGE, FP8_COMPUTE = "full", "fp8-storage", "fp8-compute"
+FP8_COMPUTE_MODES = ("auto", "on", "off")
+# fp8 tensor cores: Ada (8.9), Hopper (9.0) and later.
+FP8_MATMUL_CAPABILITY = (8, 9)
 # safetensors header dtype names -> our weight_dtype ids.
 SAFETENSORS_FP8 = {"F8_E4M3": "fp8_e4m3fn", "F8_E5M2": "fp8_e5m2"}
 
@@ -49,6 +60,45 @@ class StorageReport:
     def fp8_fraction(self) -> float:
         total = self.fp8 + self.other
         return self.fp8 / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the precision choice needs to know about a device."""
+
+    kind: str  # "cpu" | "cuda" | ...
+    name: str = ""
+    capability: tuple[int, int] | None = None  # CUDA compute capability
+
+    @classmethod
+    def of(cls, device: torch.device) -> DeviceFacts:
+        if device.type != "cuda":
+            return cls(device.type, device.type)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return cls(
+            "cuda", torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index)
+        )
+
+    @property
+    def fp8_matmul(self) -> bool:
+        """Whether the device has fp8 tensor cores for scaled matmuls."""
+        return self.kind == "cuda" and (self.capability or (0, 0)) >= FP8_MATMUL_CAPABILITY
+
+
+def precision_path(weight_dtype: str, facts: DeviceFacts, fp8_compute: str = "auto") -> str:
+    """FULL (weights in the compute dtype), FP8_STORAGE or FP8_COMPUTE for a resolved
+    weight_dtype. fp8_compute "auto" computes in fp8 where the device has fp8 tensor cores,
+    "off" never, "on" always (a CPU emulates it: for tests). e5m2 weights stay storage-only:
+    the scaled matmul here takes e4m3 weights."""
+    if fp8_compute not in FP8_COMPUTE_MODES:
+        raise ValueError(f"fp8 compute must be one of {FP8_COMPUTE_MODES}, not {fp8_compute!r}")
+    if storage_dtype(weight_dtype) not in FP8_DTYPES:
+        return FULL
+    if weight_dtype != "fp8_e4m3fn" or fp8_compute == "off":
+        return FP8_STORAGE
+    if fp8_compute == "on" or facts.fp8_matmul:
+        return FP8_COMPUTE
+    return FP8_STORAGE
 
 
 def pick_device(name: str) -> torch.device:
@@ -91,22 +141,45 @@ def storage_dtype(weight_dtype: str) -> torch.dtype:
 
 
 def apply_weight_storage(
-    model: torch.nn.Module, storage: torch.dtype, compute: torch.dtype
+    model: torch.nn.Module, storage: torch.dtype, compute: torch.dtype, path: str = FP8_STORAGE
 ) -> None:
-    """Store the model's castable layers in `storage`, computing in `compute`.
+    """Store the model's castable layers in `storage`, computing in `compute`; with
+    path FP8_COMPUTE its Linears become fp8 matmul layers instead of casting ones.
 
     Call after anything that adds layers to the model (LoRA), never before: the casting
     hooks only wrap the layers that exist when it runs.
     """
     if any(p.dtype != compute for p in model.parameters()):
         model.to(dtype=compute)
-    if storage == compute:
+    if storage == compute or path == FULL:
+        return
+    if path == FP8_COMPUTE:
+        # Casting hooks on these layers would hand _scaled_mm bf16 weights: no hooks here.
+        apply_fp8_compute(model, compute, HIGH_PRECISION_PATTERNS)
         return
     apply_layerwise_casting(
         model,
         storage_dtype=storage,
         compute_dtype=compute,
         skip_modules_pattern=HIGH_PRECISION_PATTERNS,
+        skip_modules_classes=HIGH_PRECISION_CLASSES,
+    )
+
+
+# transformers' T5 feed-forward casts its input to the dtype of `wo`'s weight (kept in fp32 by
+# _keep_in_fp32_modules in fp16 setups): an fp8-stored `wo` would get fp8 activations.
+T5_HIGH_PRECISION_PATTERNS = (*HIGH_PRECISION_PATTERNS, r"\.wo$", "shared", "relative_attention")
+
+
+def apply_t5_fp8_storage(t5: torch.nn.Module, compute: torch.dtype) -> None:
+    """Store T5's Linears in fp8 e4m3fn (about 60 % of its bytes), computing in `compute`."""
+    if any(p.dtype != compute for p in t5.parameters()):
+        t5.to(dtype=compute)
+    apply_layerwise_casting(
+        t5,
+        storage_dtype=torch.float8_e4m3fn,
+        compute_dtype=compute,
+        skip_modules_pattern=T5_HIGH_PRECISION_PATTERNS,
         skip_modules_classes=HIGH_PRECISION_CLASSES,
     )
 
