@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.flux.prompt import PromptEmbeddings
+from engine.models.attention import AttentionChoice
 
 # PyTorch's memory-efficient SDPA kernel copies (pads) a mask at every attention call unless
 # its row stride is a multiple of 8 elements (aten/src/ATen/native/transformers/attention.cpp,
@@ -51,6 +52,7 @@ class FluxDenoiser:
     guidance: float
     dtype: torch.dtype
     calls: int = 0
+    attention: AttentionChoice = field(default_factory=AttentionChoice)  # SDPA kernel ranking
     # (token_bias, image tokens, device) -> mask; not an init field, so replace() starts afresh
     _mask: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -74,26 +76,26 @@ class FluxDenoiser:
         batch = x.shape[0]
         emb = self.embeddings
         tokens = emb.tokens.expand(batch, -1, -1)
-        txt_ids = torch.zeros(tokens.shape[1], 3, device=x.device, dtype=self.img_ids.dtype)
-        guidance = None
+        inputs = {
+            "hidden_states": x.to(self.dtype),
+            "timestep": sigma.to(x.device, torch.float32).expand(batch).to(self.dtype),
+            "guidance": None,
+            "pooled_projections": emb.pooled.expand(batch, -1),
+            "encoder_hidden_states": tokens,
+            "txt_ids": torch.zeros(tokens.shape[1], 3, device=x.device, dtype=self.img_ids.dtype),
+            "img_ids": self.img_ids,
+            "return_dict": False,
+        }
         if getattr(self.transformer.config, "guidance_embeds", False):
-            guidance = torch.full((batch,), self.guidance, device=x.device, dtype=torch.float32)
-        extra = {}
+            inputs["guidance"] = torch.full(
+                (batch,), self.guidance, device=x.device, dtype=torch.float32
+            )
         mask = self.attention_mask(x.shape[1], x.device)
         if mask is not None:
-            extra["joint_attention_kwargs"] = {"attention_mask": mask}
+            inputs["joint_attention_kwargs"] = {"attention_mask": mask}
         self.calls += 1
-        out = self.transformer(
-            hidden_states=x.to(self.dtype),
-            timestep=sigma.to(x.device, torch.float32).expand(batch).to(self.dtype),
-            guidance=guidance,
-            pooled_projections=emb.pooled.expand(batch, -1),
-            encoder_hidden_states=tokens,
-            txt_ids=txt_ids,
-            img_ids=self.img_ids,
-            return_dict=False,
-            **extra,
-        )[0]
+        with self.attention.context():
+            out = self.transformer(**inputs)[0]
         return out.float()
 
     @torch.inference_mode()
