@@ -1,17 +1,25 @@
-"""Flux transformer speed: bf16, fp8 storage, torch.compile and the first-block cache.
+"""Flux transformer speed: bf16, fp8 storage and fp8 compute, each with and without
+torch.compile and the first-block cache.
 
 Builds the real FLUX.1-dev architecture (engine/models/configs) with random weights and times
-our own sampling path (FluxDenoiser + Euler, "simple" schedule) per variant: bf16 (baseline),
-fp8 (e4m3fn storage incl. modulation, bf16 compute), compile / compile-max (regional
-torch.compile, mode "default" / "max-autotune-no-cudagraphs"), fbcache (first-block cache
-forced to hit every other step: the effective s/step at 50 % hits), compile+fbcache, and vae
-(one decode with the real VAE config). BENCHMARKS.md explains the variants and the figures.
+our own sampling path (FluxDenoiser + Euler, "simple" schedule) per variant. A variant is
+"<precision>[+fuse][+compile|+compile-max][+fbcache]":
+  precision  bf16 (baseline), fp8 (e4m3fn storage incl. modulation, bf16 compute),
+             fp8c (fp8 compute: scaled fp8 matmuls, engine/models/fp8_compute.py)
+  compile    regional torch.compile of the repeated blocks, mode "default";
+             compile-max: mode "max-autotune-no-cudagraphs"
+  fuse       q, k and v projections fused into one Linear (diffusers' fuse_qkv_projections)
+  fbcache    first-block cache forced to hit every other step: the effective s/step at 50 %
+and "vae" (one decode with the real VAE config). The old names still work: compile, fbcache,
+compile+fbcache and compile-max mean bf16 with those. Attention runs on the SDPA kernel that
+engine/models/attention.py ranks fastest (--attention to force one).
 
 CUDA: the full model (19 + 38 blocks, 1024², 512 text tokens, 28 steps), absolute figures with
 the GPU's name. CPU: a reduced configuration (2 + 4 blocks at full width, 256²), ratios to
-bf16 only. Plain lines, then one JSON line.
+bf16 only. Plain lines, then one JSON line (also written to --json when given, after every
+group, so a run cut short keeps what it measured).
 
-Run: .venv/bin/python bench/flux_speed.py [--device auto] [--steps 2] [--variants bf16,fbcache]
+Run: .venv/bin/python bench/flux_speed.py [--device auto] [--steps 2] [--variants bf16,fp8c]
 """
 
 from __future__ import annotations
@@ -33,24 +41,65 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.random_models import build, config, peak_gb, weights_gb  # noqa: E402
 from engine.flux.denoiser import FluxDenoiser  # noqa: E402
 from engine.flux.fbcache import FirstBlockCache  # noqa: E402
 from engine.flux.latents import image_ids  # noqa: E402
 from engine.flux.prompt import PromptEmbeddings  # noqa: E402
 from engine.flux.samplers import sample_euler  # noqa: E402
 from engine.flux.schedules import flux_mu, flux_sigmas  # noqa: E402
+from engine.models.attention import AttentionChoice, choose_attention  # noqa: E402
 from engine.models.precision import apply_weight_storage, pick_device  # noqa: E402
 from engine.recipe import FirstBlockCacheParams  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "engine" / "models" / "configs"
-VARIANTS = ("bf16", "fp8", "compile", "compile-max", "fbcache", "compile+fbcache", "vae")
+PRECISIONS = {"bf16": None, "fp8": "fp8-storage", "fp8c": "fp8-compute"}
+COMPILE_MODES = {"compile": "default", "compile-max": "max-autotune-no-cudagraphs"}
+ALIASES = {  # the names of the first version of this benchmark
+    "compile": "bf16+compile",
+    "compile-max": "bf16+compile-max",
+    "fbcache": "bf16+fbcache",
+    "compile+fbcache": "bf16+compile+fbcache",
+}
+EXAMPLES = "bf16, fp8c+compile, fp8+fbcache, fp8c+compile-max+fbcache, vae"
+# On CUDA the groups run in this order, the most telling first, so a time budget that runs
+# out (--budget-s) skips the least telling ones.
 DEFAULT_VARIANTS = {
-    "cuda": "bf16,fp8,compile,compile-max,fbcache,compile+fbcache,vae",
-    "cpu": "bf16,fp8,compile,fbcache,vae",
+    "cuda": ",".join(
+        f"{kind}{cache}"
+        for kind in ("bf16", "fp8c", "fp8c+compile", "bf16+compile", "fp8", "fp8+compile")
+        for cache in ("", "+fbcache")
+    )
+    + ",vae",
+    "cpu": "bf16,fp8,fp8c,bf16+compile,bf16+fbcache,vae",
 }
 # Every relative difference is below this, so max_consecutive_hits alone sets the hit rate.
 FORCED_HIT = FirstBlockCacheParams(enabled=True, threshold=1e9, max_consecutive_hits=1)
-GB = 1024**3
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One parsed variant name."""
+
+    precision: str
+    compile: str  # "" | "compile" | "compile-max"
+    fbcache: bool
+    fuse: bool = False  # q, k, v projections fused into one Linear (diffusers)
+
+    @classmethod
+    def parse(cls, name: str) -> Variant:
+        parts = ALIASES.get(name, name).split("+")
+        precision = parts.pop(0) if parts[0] in PRECISIONS else "bf16"
+        flags = {flag: flag in parts for flag in ("fbcache", "fuse")}
+        rest = [p for p in parts if p not in flags]
+        if len(rest) > 1 or (rest and rest[0] not in COMPILE_MODES):
+            raise ValueError(name)
+        return cls(precision, rest[0] if rest else "", **flags)
+
+    @property
+    def kind(self) -> str:
+        """The transformer it runs on: the cache variants share their plain one's."""
+        fuse = "+fuse" if self.fuse else ""
+        return self.precision + fuse + (f"+{self.compile}" if self.compile else "")
 
 
 @dataclass
@@ -63,6 +112,7 @@ class Setup:
     size: int
     text_tokens: int
     steps: int
+    attention: AttentionChoice
 
     @property
     def image_tokens(self) -> int:
@@ -89,45 +139,7 @@ class Result:
     peak_gb: float | None = None
     hits: int | None = None
     misses: int | None = None
-
-
-def fill_random(model: torch.nn.Module, seed: int) -> None:
-    """Random weights with std 1/sqrt(fan_in), fast: a tiled 1M-value pool instead of a full
-    RNG draw per parameter (timings do not depend on the values, only on their finiteness)."""
-    gen = torch.Generator().manual_seed(seed)
-    first = next(model.parameters())
-    pool = (torch.rand(1 << 20, generator=gen) * 2 - 1).to(first.device, first.dtype)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.ndim < 2:
-                param.fill_(1.0 if name.endswith("weight") else 0.0)  # norm scales, biases
-                continue
-            flat = param.view(-1)
-            for start in range(0, flat.numel(), pool.numel()):
-                chunk = flat[start : start + pool.numel()]
-                chunk.copy_(pool[: chunk.numel()])
-            param.mul_((3.0 / param[0].numel()) ** 0.5)
-
-
-def build(cls: type, config_name: str, device: torch.device, **overrides) -> torch.nn.Module:
-    """A bf16 model of a real config on `device`, allocated once (meta first), random weights."""
-    config = json.loads((CONFIGS / config_name).read_text())
-    config.pop("_class_name", None)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # bf16 from the start: no fp32 copy, no cast
-    try:
-        with torch.device("meta"):
-            model = cls(**{**config, **overrides})
-    finally:
-        torch.set_default_dtype(previous)
-    model.to_empty(device=device)
-    assert not list(model.buffers()), "to_empty leaves buffers uninitialised"
-    fill_random(model, seed=0)
-    return model.eval()
-
-
-def weights_gb(model: torch.nn.Module) -> float:
-    return sum(p.numel() * p.element_size() for p in model.parameters()) / GB
+    error: str = ""
 
 
 def timed(device: torch.device, fn: Callable[[], object]) -> tuple[float, float]:
@@ -149,70 +161,74 @@ def denoise(setup: Setup, model, steps: int) -> None:
         pooled=torch.randn(1, 768, generator=gen).to(dev, torch.bfloat16),
     )
     ids = image_ids(setup.size, setup.size, dev)
-    denoiser = FluxDenoiser(model, emb, ids, 3.5, torch.bfloat16)
+    denoiser = FluxDenoiser(model, emb, ids, 3.5, torch.bfloat16, attention=setup.attention)
     x = torch.randn(1, setup.image_tokens, 64, generator=gen).to(dev)
     sigmas = flux_sigmas("simple", steps, flux_mu(setup.size, setup.size)).to(dev)
     sample_euler(denoiser, x, sigmas)
 
 
-def kind_of(variant: str) -> str:
-    """The transformer a variant runs on; the cache variants share their plain one's."""
-    return variant.removesuffix("+fbcache").replace("fbcache", "bf16")
+def build_transformer(setup: Setup) -> FluxTransformer2DModel:
+    body = config("flux1_transformer.json")
+    body |= {"num_layers": setup.double, "num_single_layers": setup.single}
+    return build(lambda: FluxTransformer2DModel(**body), setup.device)
 
 
-def prepare(setup: Setup, kind: str) -> FluxTransformer2DModel:
-    transformer = build(
-        FluxTransformer2DModel, "flux1_transformer.json", setup.device,
-        num_layers=setup.double, num_single_layers=setup.single,
-    )  # fmt: skip
-    if kind == "fp8":
-        apply_weight_storage(transformer, torch.float8_e4m3fn, torch.bfloat16)
-    if kind.startswith("compile"):
-        mode = "max-autotune-no-cudagraphs" if kind == "compile-max" else "default"
+def prepare(setup: Setup, kind: Variant) -> FluxTransformer2DModel:
+    transformer = build_transformer(setup)
+    if kind.fuse:
+        transformer.fuse_qkv_projections()
+    path = PRECISIONS[kind.precision]
+    if path:
+        apply_weight_storage(transformer, torch.float8_e4m3fn, torch.bfloat16, path)
+    if kind.compile:
         # Regional: the blocks are what repeat, and the cache wrapper calls them one by one.
-        transformer.compile_repeated_blocks(mode=mode)
+        transformer.compile_repeated_blocks(mode=COMPILE_MODES[kind.compile])
     return transformer
-
-
-def peak_gb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else None
 
 
 def measure_group(setup: Setup, variants: list[str], repeats: int) -> list[Result]:
     """Build the group's transformers, warm each variant up, then time `repeats` rounds that
     visit every variant in turn and keep each one's fastest round (other load on the machine
     only ever adds time, and interleaving spreads a slow spell over all variants)."""
-    transformers = {kind: prepare(setup, kind) for kind in dict.fromkeys(map(kind_of, variants))}
+    parsed = {v: Variant.parse(v) for v in variants}
+    kinds = {p.kind: p for p in parsed.values()}
+    transformers = {kind: prepare(setup, p) for kind, p in kinds.items()}
     mu = flux_mu(setup.size, setup.size)
     models = {
-        v: FirstBlockCache(transformers[kind_of(v)], FORCED_HIT, mu) if "fbcache" in v
-        else transformers[kind_of(v)]
-        for v in variants
+        v: FirstBlockCache(transformers[p.kind], FORCED_HIT, mu) if p.fbcache
+        else transformers[p.kind]
+        for v, p in parsed.items()
     }  # fmt: skip
     # Two warm-up steps: compilation, and for the cache both its miss and its hit path.
     results = {}
     for v, model in models.items():
         warmup, _ = timed(setup.device, lambda m=model: denoise(setup, m, 2))
-        results[v] = Result(v, math.inf, math.inf, warmup, weights_gb(transformers[kind_of(v)]))
+        size = weights_gb(transformers[parsed[v].kind])
+        results[v] = Result(v, math.inf, math.inf, warmup, size)
     for _ in range(repeats):
         for variant, model in models.items():
-            if isinstance(model, FirstBlockCache):
-                model.reset()
-            if setup.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(setup.device)
-            total, cpu = timed(setup.device, lambda m=model: denoise(setup, m, setup.steps))
-            result = results[variant]
-            if total < result.total_s:
-                result.total_s, result.s_per_step = total, total / setup.steps
-            result.cpu_s_per_step = min(result.cpu_s_per_step, cpu / setup.steps)
-            result.peak_gb = peak_gb(setup.device)
-            if isinstance(model, FirstBlockCache):
-                result.hits, result.misses = model.hits, model.misses
+            time_round(setup, model, results[variant])
     return list(results.values())
 
 
+def time_round(setup: Setup, model, result: Result) -> None:
+    """One timed run of setup.steps steps; keeps the fastest."""
+    if isinstance(model, FirstBlockCache):
+        model.reset()
+    if setup.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    total, cpu = timed(setup.device, lambda: denoise(setup, model, setup.steps))
+    if total < result.total_s:
+        result.total_s, result.s_per_step = total, total / setup.steps
+    result.cpu_s_per_step = min(result.cpu_s_per_step, cpu / setup.steps)
+    result.peak_gb = peak_gb(setup.device)
+    if isinstance(model, FirstBlockCache):
+        result.hits, result.misses = model.hits, model.misses
+
+
 def measure_vae(setup: Setup, repeats: int) -> Result:
-    vae = build(AutoencoderKL, "flux1_vae.json", setup.device)
+    body = config("flux1_vae.json")
+    vae = build(lambda: AutoencoderKL(**body), setup.device)
     gen = torch.Generator().manual_seed(2)
     side = setup.size // 8
     latents = torch.randn(1, 16, side, side, generator=gen).to(setup.device, torch.bfloat16)
@@ -222,13 +238,15 @@ def measure_vae(setup: Setup, repeats: int) -> Result:
             torch.cuda.reset_peak_memory_stats(setup.device)
         runs = [timed(setup.device, lambda: vae.decode(latents)) for _ in range(repeats)]
     wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
-    result = Result("vae", wall, wall, warmup, weights_gb(vae), peak_gb(setup.device))
+    result = Result("vae", wall, wall, warmup, weights_gb(vae), peak_gb=peak_gb(setup.device))
     result.cpu_s_per_step = cpu
     return result
 
 
 def describe(setup: Setup, r: Result, base: Result | None) -> str:
     """One plain line: absolute figures on CUDA, ratios to bf16 on a CPU."""
+    if r.error:
+        return f"{r.variant}: {r.error} {setup.label()}"
     cache = f", hits {r.hits}/{r.hits + r.misses}" if r.hits is not None else ""
     if setup.device.type == "cuda":
         what = "decode" if r.variant == "vae" else f"{r.s_per_step:.3f} s/step"
@@ -236,7 +254,7 @@ def describe(setup: Setup, r: Result, base: Result | None) -> str:
             f"{r.variant}: {what}, {r.total_s:.2f} s total, warm-up {r.warmup_s:.1f} s, "
             f"weights {r.weights_gb:.2f} GB, peak {r.peak_gb:.2f} GB{cache} {setup.label()}"
         )
-    if base is None:
+    if base is None or base.error:
         role = "the baseline of the ratios" if r.variant == "bf16" else "no bf16 run to compare"
         return f"{r.variant}: {role}{cache} {setup.label()}"
     unit = "one decode / one bf16 step" if r.variant == "vae" else "s/step vs bf16"
@@ -255,8 +273,11 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "--size": (int, "image side in px (default 1024 on CUDA, 256 on CPU)"),
     "--text-tokens": (int, "default 512 x image tokens / 4096, as real Flux at 1024²"),
     "--steps": (int, "timed steps per round (default 28 on CUDA, 2 on CPU)"),
-    "--variants": (str, f"comma list of {', '.join(VARIANTS)}"),
+    "--variants": (str, f"comma list, e.g. {EXAMPLES}"),
     "--repeats": (int, "timed rounds, the fastest kept (default 2 on CUDA, 6 on CPU)"),
+    "--attention": (str, "auto (rank the SDPA kernels), default, cudnn, flash, efficient, math"),
+    "--budget-s": (float, "skip the groups that would start after this many seconds"),
+    "--json": (str, "also write the JSON summary to this file, after every group"),
 }
 
 
@@ -271,6 +292,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def attention_for(name: str | None, device: torch.device) -> AttentionChoice:
+    if name in (None, "auto"):
+        return choose_attention(device)
+    return AttentionChoice() if name == "default" else AttentionChoice((name, "math"))
+
+
 def make_setup(args: argparse.Namespace) -> tuple[Setup, list[str]]:
     device = pick_device(args.device or "auto")
     cuda = device.type == "cuda"
@@ -282,10 +309,14 @@ def make_setup(args: argparse.Namespace) -> tuple[Setup, list[str]]:
     text = args.text_tokens or max(16, 512 * (size // 16) ** 2 // 4096)
     steps = args.steps or (28 if cuda else 2)
     variants = (args.variants or DEFAULT_VARIANTS["cuda" if cuda else "cpu"]).split(",")
-    if unknown := sorted(set(variants) - set(VARIANTS)):
-        raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    for v in variants:
+        try:
+            v == "vae" or Variant.parse(v)
+        except ValueError:
+            raise SystemExit(f"unknown variant {v!r}; e.g. {EXAMPLES}") from None
     variants.sort(key=lambda v: v != "bf16")  # the baseline first
-    return Setup(device, double, single, size, text, steps), variants
+    attention = attention_for(args.attention, device)
+    return Setup(device, double, single, size, text, steps, attention), variants
 
 
 def groups(variants: list[str], interleave: bool) -> list[list[str]]:
@@ -294,47 +325,86 @@ def groups(variants: list[str], interleave: bool) -> list[list[str]]:
     wanted = [v for v in variants if v != "vae"]
     if interleave:
         return [wanted] if wanted else []
-    kinds = dict.fromkeys(map(kind_of, wanted))
-    return [[v for v in wanted if kind_of(v) == kind] for kind in kinds]
+    kinds = dict.fromkeys(Variant.parse(v).kind for v in wanted)
+    return [[v for v in wanted if Variant.parse(v).kind == kind] for kind in kinds]
+
+
+def release(cuda: bool) -> None:
+    torch.compiler.reset()  # compiled code holds its modules: let the group's models go
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+def failed(variant: str, exc: BaseException) -> Result:
+    text = " ".join(str(exc).split())[:300]
+    return Result(variant, math.nan, math.nan, math.nan, math.nan, error=f"failed: {text}")
+
+
+def run_groups(setup: Setup, variants: list[str], args, emit: Callable) -> dict[str, Result]:
+    """Every group in turn, each failure kept as that variant's result, not the run's end."""
+    cuda = setup.device.type == "cuda"
+    interleave = (not cuda) if args.interleave is None else args.interleave
+    repeats = args.repeats or (2 if cuda else 6)
+    start, measured = time.perf_counter(), {}
+    for group in groups(variants, interleave) + ([["vae"]] if "vae" in variants else []):
+        if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+            measured |= {v: failed(v, RuntimeError("skipped: time budget spent")) for v in group}
+            continue
+        try:
+            if group == ["vae"]:
+                measured["vae"] = measure_vae(setup, repeats)
+            else:
+                measured |= {r.variant: r for r in measure_group(setup, group, repeats)}
+        except Exception as exc:  # one variant's failure must not lose the others' figures
+            measured |= {v: failed(v, exc) for v in group}
+        release(cuda)
+        for v in group:
+            print(describe(setup, measured[v], measured.get("bf16")), flush=True)
+        emit(measured)
+    return measured
+
+
+def summary(setup: Setup, measured: dict[str, Result], repeats: int, load: list) -> dict:
+    cuda = setup.device.type == "cuda"
+    base = measured.get("bf16")
+    ok = base is not None and not base.error
+    results = list(measured.values())
+    return {
+        "benchmark": "flux_speed",
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(setup.device) if cuda else "cpu",
+        "reduced": not cuda or (setup.double, setup.single, setup.size) != (19, 38, 1024),
+        "setup": {k: v for k, v in asdict(setup).items() if k not in ("device", "attention")},
+        "attention": setup.attention.describe(),
+        "repeats": repeats,
+        "load_average_start_end": None if cuda else load,
+        "torch": torch.__version__,
+        "results": [asdict(r) for r in results],
+        "ratios_to_bf16": {r.variant: r.s_per_step / base.s_per_step for r in results if ok},
+        "cpu_time_ratios_to_bf16": {
+            r.variant: r.cpu_s_per_step / base.cpu_s_per_step for r in results if ok and not cuda
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup, variants = make_setup(args)
     cuda = setup.device.type == "cuda"
-    interleave = (not cuda) if args.interleave is None else args.interleave
     repeats = args.repeats or (2 if cuda else 6)
     torch.set_grad_enabled(False)
-    load_start = os.getloadavg()[0]  # other work on a shared CPU skews every figure
-    measured: dict[str, Result] = {}
-    for group in groups(variants, interleave):
-        measured |= {r.variant: r for r in measure_group(setup, group, repeats)}
-        torch.compiler.reset()  # compiled code holds its modules: let the group's models go
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
-    if "vae" in variants:
-        measured["vae"] = measure_vae(setup, repeats)
-    results = [measured[v] for v in variants]
-    base = measured.get("bf16")
-    for result in results:
-        print(describe(setup, result, None if result is base else base), flush=True)
-    summary = {
-        "benchmark": "flux_speed",
-        "date": datetime.date.today().isoformat(),
-        "device": torch.cuda.get_device_name(setup.device) if cuda else "cpu",
-        "reduced": not cuda or (setup.double, setup.single, setup.size) != (19, 38, 1024),
-        "setup": {k: v for k, v in asdict(setup).items() if k != "device"},
-        "repeats": repeats,
-        "load_average_start_end": None if cuda else [load_start, os.getloadavg()[0]],
-        "torch": torch.__version__,
-        "results": [asdict(r) for r in results],
-        "ratios_to_bf16": {r.variant: r.s_per_step / base.s_per_step for r in results if base},
-        "cpu_time_ratios_to_bf16": {
-            r.variant: r.cpu_s_per_step / base.cpu_s_per_step for r in results if base and not cuda
-        },
-    }
-    print(json.dumps(summary))
+    load = [os.getloadavg()[0]]  # other work on a shared CPU skews every figure
+    print(setup.attention.describe(), flush=True)
+
+    def emit(measured: dict[str, Result]) -> None:
+        if args.json:
+            body = summary(setup, measured, repeats, [*load, os.getloadavg()[0]])
+            Path(args.json).write_text(json.dumps(body, indent=1))
+
+    measured = run_groups(setup, variants, args, emit)
+    ordered = {v: measured[v] for v in variants}
+    print(json.dumps(summary(setup, ordered, repeats, [*load, os.getloadavg()[0]])))
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ class Bundle:
     compute_dtype: torch.dtype
 
 
-def build_transformer(heads: int) -> FluxTransformer2DModel:
-    """Real block count, `heads` x 128 wide, fp32 memory allocated but not initialised."""
+def build_transformer(heads: int, device: torch.device, dtype: torch.dtype):
+    """Real block count, `heads` x 128 wide, memory allocated but not initialised."""
     with torch.device("meta"):
         model = FluxTransformer2DModel(
             patch_size=1,
@@ -66,7 +66,8 @@ def build_transformer(heads: int) -> FluxTransformer2DModel:
             guidance_embeds=True,
             axes_dims_rope=(16, 56, 56),
         )
-    return model.to_empty(device="cpu").eval()
+    # Meta parameters take their dtype at once (to_empty keeps it): no fp32 copy on the GPU.
+    return model.to(dtype).to_empty(device=device).eval()
 
 
 def peft_file(width: int, rank: int, seed: int) -> dict[str, torch.Tensor]:
@@ -112,12 +113,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=3, choices=(2, 3))
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16)")
     args = parser.parse_args()
     width = args.heads * HEAD_DIM
-    dtype = torch.float32
-    model = build_transformer(args.heads)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = build_transformer(args.heads, device, dtype)
     params = sum(p.numel() for p in model.parameters())
-    bundle = Bundle(model, build_tiny_clip(), dtype)
+    bundle = Bundle(model, build_tiny_clip().to(device, dtype), dtype)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "loras"
         folder.mkdir()
@@ -146,10 +149,11 @@ def main() -> None:
         assert sum(stack.file_reads.values()) == reads_before, "a strength change read a file"
         reload_s = timed(reload, args.runs)
     ratio = change_s / reload_s
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"Flux transformer: {DOUBLE} double + {SINGLE} single blocks (the real count), width "
         f"{width} ({args.heads} heads x {HEAD_DIM}; real: {REAL_HEADS * HEAD_DIM}), "
-        f"{params / 1e6:.0f} M params in {str(dtype).removeprefix('torch.')} on cpu"
+        f"{params / 1e6:.0f} M params in {str(dtype).removeprefix('torch.')} on {where}"
         + ("" if args.heads == REAL_HEADS else " - reduced width, real block count")
     )
     for match in matches:
@@ -173,7 +177,7 @@ def main() -> None:
                 "reload_ms": round(reload_s * 1e3, 2),
                 "ratio": round(ratio, 4),
                 "goal": GOAL,
-                "device": "cpu",
+                "device": where,
             }
         )
     )

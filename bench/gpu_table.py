@@ -1,0 +1,109 @@
+"""One Markdown table of every GPU figure that bench/gpu.sh collected, for BENCHMARKS.md.
+
+Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch}.json (flux_speed.partial.json
+when the run was cut short), prints the table and writes it to <dir>/gpu-<GPU name>.md.
+Run: python bench/gpu_table.py bench/results
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def load(folder: Path, name: str) -> dict | None:
+    for candidate in (f"{name}.json", f"{name}.partial.json"):
+        try:
+            return json.loads((folder / candidate).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def flux_rows(flux: dict) -> list[str]:
+    steps = flux["setup"]["steps"]
+    rows = [
+        f"| variant | s/step | {steps} steps (s) | warm-up (s) | peak (GB) | weights (GB) | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in flux["results"]:
+        if r["error"]:
+            rows.append(f"| {r['variant']} | | | | | | {r['error']} |")
+            continue
+        hits = f"hits {r['hits']}/{r['hits'] + r['misses']}" if r["hits"] is not None else ""
+        per_step = "—" if r["variant"] == "vae" else f"{r['s_per_step']:.3f}"
+        total = f"{r['total_s']:.2f}" + (" (one decode)" if r["variant"] == "vae" else "")
+        rows.append(
+            f"| {r['variant']} | {per_step} | {total} | {num(r['warmup_s'], 1)} | "
+            f"{num(r['peak_gb'])} | {num(r['weights_gb'])} | {hits} |"
+        )
+    return rows
+
+
+def memory_rows(memory: dict) -> list[str]:
+    rows = [
+        "| plan | peak (GB) | between renders (GB) | encode (s) | decode (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in memory["results"]:
+        rows.append(
+            f"| {r['plan']} | {r['peak_gb']:.2f} | {r['idle_gb']:.2f} | "
+            f"{r['encode_s']:.2f} | {r['decode_s']:.2f} |"
+        )
+    return rows
+
+
+def other_rows(regrade: dict | None, lora: dict | None) -> list[str]:
+    rows = ["| benchmark | figure |", "|---|---|"]
+    if regrade and "cuda" in regrade:
+        gpu, cpu = regrade["cuda"], regrade["cpu"]
+        rows.append(f"| colour re-grade {regrade['size']}² (GPU) | {gpu['regrade_ms']:.1f} ms |")
+        rows.append(f"| colour first grade (GPU) | {gpu['first_ms']:.0f} ms |")
+        rows.append(f"| PIL + pillow-lut chain (host CPU) | {cpu['pil_ms']:.0f} ms |")
+    if lora:
+        rows.append(
+            f"| LoRA strength change, {lora['loras']} LoRAs, width {lora['width']} | "
+            f"{lora['strength_change_ms']:.1f} ms vs reload {lora['reload_ms']:.0f} ms "
+            f"({lora['ratio']:.1%}) |"
+        )
+    return rows
+
+
+def table(folder: Path) -> tuple[str, str]:
+    flux = load(folder, "flux_speed")
+    memory = load(folder, "studio_memory")
+    device = (flux or memory or {}).get("device", "unknown GPU")
+    lines = [f"GPU: {device} · date: {datetime.date.today().isoformat()}", ""]
+    if flux:
+        setup = flux["setup"]
+        lines += [
+            f"Flux speed: {setup['double']} double + {setup['single']} single blocks, "
+            f"{setup['size']}², {setup['steps']} steps, torch {flux['torch']}, "
+            f"{flux['attention']}",
+            "",
+            *flux_rows(flux),
+            "",
+        ]
+    if memory:
+        lines += [f"Warm studio memory at {memory['size']}²:", "", *memory_rows(memory), ""]
+    lines += other_rows(load(folder, "regrade"), load(folder, "lora_switch"))
+    return device, "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
+    device, text = table(folder)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-") or "gpu"
+    (folder / f"gpu-{slug}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
