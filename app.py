@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.speed_options import add_speed_flags, speed_settings
+
 # Keep the server, the page and the hub client from calling home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -41,6 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     files.add_argument(
         "--data", type=Path, default=Path("data"), metavar="DIR", help="uploads and caches"
     )
+    add_speed_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -70,9 +73,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     from engine.models.manager import ModelConfig
 
     models = ModelConfig(
-        models_dir=args.models, diffusers_dir=args.diffusers, repo_id=args.repo, tiny=args.tiny
+        models_dir=args.models,
+        diffusers_dir=args.diffusers,
+        repo_id=args.repo,
+        tiny=args.tiny,
+        **speed_settings(args),
     )
     engine = Engine(EngineConfig(models=models, outputs_dir=args.outputs, data_dir=args.data))
+    if args.warmup or (args.warmup is None and engine.device.type == "cuda"):
+        engine.start_warm_up()
     demo = studio.build_ui(engine)
     demo.launch(
         server_name=args.listen,

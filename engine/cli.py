@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.engine import Engine, EngineConfig
 from engine.errors import Cancelled, StudioError
 from engine.models.manager import ModelConfig
+from engine.speed_options import add_speed_flags, speed_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="an extra folder of .cube LUTs (repeatable)",
     )
+    add_speed_flags(parser, warmup=False)
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
@@ -53,6 +55,7 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
         repo_id=args.repo,
         tiny=args.tiny,
         device=args.device,
+        **speed_settings(args),
     )
     config = EngineConfig(
         models=models, outputs_dir=args.outputs, data_dir=args.data, lut_folders=tuple(args.luts)

@@ -17,6 +17,7 @@ from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
 from engine.metadata import read_recipe_file
 from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
+from engine.models.memory import peak_gb, reset_peak
 from engine.models.precision import pick_device
 from engine.outputs import save_outputs
 from engine.recipe import ModelParams, Recipe
@@ -32,6 +33,7 @@ from engine.stages.redux import ReduxStage
 from engine.stages.text import TextStage
 from engine.stages.vision import VisionStage
 from engine.support import check_supported, unsupported_features, usage_notes
+from engine.warmup import WarmUp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
@@ -101,6 +103,7 @@ class Engine:
         self.graph = StageGraph([*stages, DecodeStage(), ImageStage(), ColorStage()], self.cache)
         self._diffusion: bool | None = None
         self._lock = threading.Lock()
+        self.warmup = WarmUp()
 
     @property
     def lut_folders(self) -> tuple[Path, ...]:
@@ -122,13 +125,26 @@ class Engine:
         report = RunReport(notes=notes + usage_notes(recipe))
         scope = RunScope(self, recipe.model)
         ctx = StageContext(scope, report, progress, cancel)
+        reset_peak(self.device)
         artifacts = self.graph.run(recipe, scope, ctx, FINAL_STAGE)
+        self._note_peak(report)
         images = tensor_to_pil(artifacts["__final__"])
         label = scope.flux_files().label if _generates(recipe) else ""
         saved = save_outputs(images, recipe, self.config.outputs_dir, label) if save else []
         stage_images = {n: tensor_to_pil(artifacts[n]) for n in IMAGE_STAGES if n in artifacts}
         stage_images[FINAL_STAGE] = images
         return RunResult(recipe, images, stage_images, report, saved)
+
+    def _note_peak(self, report: RunReport) -> None:
+        """The GPU's peak allocated memory, when this run used the diffusion models."""
+        peak = peak_gb(self.device)
+        used_models = any(name not in ("image", "color") for name in report.ran_names)
+        if peak is not None and used_models:
+            report.notes.append(f"GPU memory peak during this run: {peak:.1f} GB")
+
+    def start_warm_up(self) -> None:
+        """Load, rank attention kernels and compile in the background (see engine/warmup.py)."""
+        self.warmup.start(self)
 
     def _prompt_notes(self, recipe: Recipe) -> list[str]:
         slots = recipe.prompt.loras
@@ -171,7 +187,8 @@ class Engine:
             return self._diffusion
 
     def models_status(self) -> str:
-        return self.models.describe() + "\n\n" + self.redux_models.describe()
+        parts = [self.models.describe(), self.redux_models.describe(), self.warmup.describe()]
+        return "\n\n".join(parts)
 
     def demo_label(self) -> str | None:
         if self.config.models.tiny:

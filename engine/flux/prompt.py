@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
+
+from engine.models.memory import visiting
 
 CLIP_MAX_TOKENS = 77
 
@@ -31,7 +34,8 @@ def _token_count(tokenizer, text: str) -> int:
 
 @torch.inference_mode()
 def encode_prompt(bundle, prompt: str) -> tuple[PromptEmbeddings, list[str]]:
-    """Encode one prompt; the notes say when an encoder truncated it."""
+    """Encode one prompt; the notes say when an encoder truncated it. The text encoders must
+    be on bundle.device (see text_encoders_on_device)."""
     device = bundle.device
     clip_ids = bundle.clip_tokenizer(
         prompt,
@@ -52,6 +56,12 @@ def encode_prompt(bundle, prompt: str) -> tuple[PromptEmbeddings, list[str]]:
     dtype = bundle.compute_dtype
     embeddings = PromptEmbeddings(tokens=tokens.to(dtype), pooled=pooled.to(dtype))
     return embeddings, _truncation_notes(bundle, prompt)
+
+
+def text_encoders_on_device(bundle) -> AbstractContextManager:
+    """CLIP-L and T5 on the bundle's device for a block: under the budget memory plan they
+    wait in CPU memory and visit the GPU only to encode."""
+    return visiting([bundle.clip, bundle.t5], bundle.device)
 
 
 def _truncation_notes(bundle, prompt: str) -> list[str]:

@@ -67,8 +67,9 @@ def run_pass(
     transformer = _transformer(bundle, s, mu)
     denoiser = FluxDenoiser(
         transformer, cond.positive, latents.image_ids(p.height, p.width, device),
-        s.guidance, bundle.compute_dtype,
+        s.guidance, bundle.compute_dtype, attention=bundle.runtime.attention,
     )  # fmt: skip
+    ctx.note(bundle.describe_runtime())
     model = flux_cfg_denoiser(denoiser, cond.negative, s.cfg)
     model = apply_sigma_modifiers(model, sigmas, s, mu)
     sampler = SAMPLERS[s.sampler]

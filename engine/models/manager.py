@@ -16,14 +16,21 @@ from transformers import CLIPTextModel, T5EncoderModel
 from engine.errors import ModelNotFoundError, StudioError
 from engine.lora.stack import LoraStack
 from engine.models import loaders
+from engine.models.attention import choose_attention
 from engine.models.checkpoint import CheckpointError
+from engine.models.memory import home_device, plan_memory
 from engine.models.precision import (
+    FP8_DTYPES,
+    DeviceFacts,
+    apply_t5_fp8_storage,
     apply_weight_storage,
     compute_dtype_for,
     pick_device,
+    precision_path,
     storage_dtype,
 )
 from engine.models.resolve import TEXT_PARTS, Resolution, resolve_specs, tiny_specs
+from engine.models.runtime import COMPILE_MODE, Runtime, resolve_compile
 from engine.models.specs import COMPONENT_NAMES, HOW_TO_GET_WEIGHTS, WeightSpec
 from engine.models.tiny import TINY_T5_MAX_LENGTH
 from engine.recipe import ModelParams
@@ -46,6 +53,9 @@ class ModelConfig:
     tiny: bool = False
     device: str = "auto"
     hub_cache_dir: Path | None = None  # None: huggingface_hub's own cache
+    fp8_compute: str = "auto"  # engine/speed_options.py says what each choice does
+    compile: str = "auto"
+    memory: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class FluxFiles:
     weight_dtype: str
     label: str
     specs: tuple[WeightSpec, ...] = field(default=(), repr=False)
+    precision: str = "full"  # FULL, FP8_STORAGE or FP8_COMPUTE (precision.py)
 
     def spec(self, component: str) -> WeightSpec:
         return next(s for s in self.specs if s.component == component)
@@ -77,6 +88,10 @@ class FluxBundle:
     device: torch.device
     compute_dtype: torch.dtype
     t5_max_length: int
+    runtime: Runtime
+
+    def describe_runtime(self) -> str:
+        return self.runtime.describe(self.files.precision)
 
 
 class ModelManager:
@@ -92,6 +107,19 @@ class ModelManager:
         self._counts = dict.fromkeys(COMPONENTS, 0)
         self._lock = threading.RLock()
         self._loras: LoraStack | None = None
+        self.facts = DeviceFacts.of(self.device)
+        self.memory = plan_memory(config.memory, self.device)
+        self.compiles = resolve_compile(config.compile, self.device)
+        precision_path("bf16", self.facts, config.fp8_compute)  # a bad choice fails here
+        self._runtime: Runtime | None = None
+
+    def runtime(self) -> Runtime:
+        """The device-level choices; the attention kernels are ranked on first use."""
+        with self._lock:
+            if self._runtime is None:
+                attention = choose_attention(self.device)
+                self._runtime = Runtime(self.facts, self.compiles, self.memory, attention)
+            return self._runtime
 
     def resolve(self, params: ModelParams) -> FluxFiles:
         """Find the files for `params`; raises ModelNotFoundError listing every place searched."""
@@ -110,6 +138,7 @@ class ModelManager:
             weight_dtype=weight_dtype,
             label=label,
             specs=tuple(specs[c] for c in COMPONENTS),
+            precision=precision_path(weight_dtype, self.facts, self.config.fp8_compute),
         )
         return files, found
 
@@ -130,6 +159,7 @@ class ModelManager:
                 device=self.device,
                 compute_dtype=compute,
                 t5_max_length=self._t5_max_length(files, parts["transformer"]),
+                runtime=self.runtime(),
             )
 
     def _warm_component(
@@ -138,7 +168,7 @@ class ModelManager:
         spec = files.spec(component)
         key = (spec.identity, str(self.device), compute)
         if component == "transformer":
-            key += (files.weight_dtype,)
+            key += (files.weight_dtype, files.precision)
         cached = self._warm.get(component)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -159,7 +189,17 @@ class ModelManager:
         if component == "transformer":
             return self._load_transformer(spec, files, dtype)
         load = {"vae": loaders.load_vae, "clip": loaders.load_clip, "t5": loaders.load_t5}
-        return load[component](spec, dtype).to(self.device)
+        model = load[component](spec, dtype)
+        if component == "t5" and self._keeps_fp8(spec):
+            apply_t5_fp8_storage(model, dtype)  # an fp8 T5 file stays fp8, as in ComfyUI
+        if component == "vae" and self.memory.tiled_vae:
+            model.enable_tiling()
+        return model.to(home_device(self.memory, self.device, component))
+
+    def _keeps_fp8(self, spec: WeightSpec) -> bool:
+        """An fp8 file on a GPU: its weights stay fp8 (a CPU computes in fp32 anyway)."""
+        fp8 = spec.detected.file_fp8 if spec.detected else ""
+        return self.device.type == "cuda" and storage_dtype(fp8 or "bf16") in FP8_DTYPES
 
     def _load_transformer(
         self, spec: WeightSpec, files: FluxFiles, compute: torch.dtype
@@ -167,8 +207,12 @@ class ModelManager:
         model = loaders.load_transformer(spec, compute)
         for hook in self.before_casting:
             hook(model, files)
-        apply_weight_storage(model, storage_dtype(files.weight_dtype), compute)
-        return model.to(self.device)
+        apply_weight_storage(model, storage_dtype(files.weight_dtype), compute, files.precision)
+        model = model.to(self.device)
+        if self.compiles:
+            # Regional: the blocks repeat, and the first-block cache calls them one by one.
+            model.compile_repeated_blocks(mode=COMPILE_MODE)
+        return model
 
     def _forget(self, component: str) -> None:
         if self._warm.pop(component, None) is not None:
@@ -214,7 +258,7 @@ class ModelManager:
             return f"No usable Flux weights yet. {exc}"
         return (
             f"Flux weights found: {files.label}. Transformer precision {files.weight_dtype} "
-            f"on {self.device.type}. {found.summary()}"
+            f"({files.precision}) on {self.device.type}. {found.summary()}"
         )
 
     def load_counts(self) -> dict[str, int]:

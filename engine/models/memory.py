@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-MEMORY_MODES = ("auto", "resident", "budget")
+from engine.speed_options import MEMORY_MODES
+
 # FLUX.1 in fp8 (11.9 GB) + T5-XXL in bf16 (9.5 GB) + activations at 1024² need about 24 GB.
 BUDGET_BELOW_GB = 30.0
 GB = 1024**3
@@ -47,6 +48,17 @@ def plan_memory(requested: str, device: torch.device, total_gb: float | None = N
             mode = "budget" if total < BUDGET_BELOW_GB else "resident"
     budget = mode == "budget" and device.type == "cuda"
     return MemoryPlan(mode, offload_text=budget, tiled_vae=budget)
+
+
+def reset_peak(device: torch.device) -> None:
+    """Start counting the GPU's peak allocated memory afresh (no-op elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gb(device: torch.device) -> float | None:
+    """Peak allocated GPU memory since the last reset_peak, or None off the GPU."""
+    return torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else None
 
 
 def _device_gb(device: torch.device) -> float:

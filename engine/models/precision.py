@@ -21,6 +21,7 @@ from diffusers.hooks import apply_layerwise_casting
 from diffusers.models.normalization import RMSNorm as DiffusersRMSNorm
 
 from engine.models.fp8_compute import apply_fp8_compute
+from engine.speed_options import FP8_COMPUTE_MODES
 
 WEIGHT_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -32,7 +33,6 @@ WEIGHT_DTYPES: dict[str, torch.dtype] = {
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 # How the transformer's Linears hold and use their weights.
 FULL, FP8_STORAGE, FP8_COMPUTE = "full", "fp8-storage", "fp8-compute"
-FP8_COMPUTE_MODES = ("auto", "on", "off")
 # fp8 tensor cores: Ada (8.9), Hopper (9.0) and later.
 FP8_MATMUL_CAPABILITY = (8, 9)
 # safetensors header dtype names -> our weight_dtype ids.

@@ -25,6 +25,7 @@ class BaseParams:
     vae: str
     weight_dtype: str
     loras: LoraParams
+    precision: str = ""  # fp8 compute rounds differently from fp8 storage
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class BaseStage:
         sampling = base_sampling(recipe)
         vae = files.vae if sampling.start_from_image else ""
         loras = env.loras().stage_params(recipe.prompt.loras, "transformer")
-        return BaseParams(sampling, files.transformer, vae, files.weight_dtype, loras)
+        return BaseParams(
+            sampling, files.transformer, vae, files.weight_dtype, loras, files.precision
+        )
 
     def run(self, ctx: StageContext, p: BaseParams, upstream: dict) -> LatentResult:
         bundle = ctx.services.flux_bundle()

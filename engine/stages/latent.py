@@ -42,6 +42,7 @@ class LatentStageParams:
     transformer: str
     weight_dtype: str
     loras: LoraParams
+    precision: str = ""
 
 
 def second_pass_settings(recipe: Recipe) -> Any:
@@ -80,7 +81,7 @@ class LatentStage:
         return LatentStageParams(
             lat.upscale, lat.noise_strength, lat.noise_seed, sampling,
             files.transformer, files.weight_dtype,
-            env.loras().stage_params(recipe.prompt.loras, "transformer"),
+            env.loras().stage_params(recipe.prompt.loras, "transformer"), files.precision,
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: LatentStageParams, upstream: dict) -> LatentResult:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.flux.guidance import needs_uncond
-from engine.flux.prompt import encode_prompt
+from engine.flux.prompt import encode_prompt, text_encoders_on_device
 from engine.flux.sampling import Conditioning
 from engine.graph import StageContext
 from engine.lora import LoraParams
@@ -51,12 +51,13 @@ class TextStage:
         bundle = ctx.services.flux_bundle()
         ctx.step(self.name, 0, 1, "encoding the prompt")
         apply_loras(ctx, bundle, params.loras, "text")
-        positive, notes = encode_prompt(bundle, params.prompt)
+        with text_encoders_on_device(bundle):
+            positive, notes = encode_prompt(bundle, params.prompt)
+            negative = None
+            if params.negative_prompt is not None:
+                negative, _ = encode_prompt(bundle, params.negative_prompt)
         for note in notes:
             ctx.note(note)
-        if params.negative_prompt is None:
-            return Conditioning(positive)
-        negative, _ = encode_prompt(bundle, params.negative_prompt)
         return Conditioning(positive, negative)
 
 
