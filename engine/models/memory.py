@@ -31,7 +31,7 @@ class MemoryPlan:
 
     def describe(self) -> str:
         if self.mode == "resident":
-            return "memory: every component stays on the GPU"
+            return "memory: resident (every model stays on its device)"
         return "memory: budget (text encoders on the GPU only while encoding, tiled VAE)"
 
 
