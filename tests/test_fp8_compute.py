@@ -7,9 +7,11 @@ import dataclasses
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from test_lora import apply_both, build_kohya, run_transformer, slot
 
 from engine.lora import LoraStack
+from engine.models.checkpoint import read_header, read_tensors
 from engine.models.fp8_compute import (
     FP8,
     FP8_MAX,
@@ -86,6 +88,33 @@ def test_weights_already_in_fp8_keep_their_values_with_scale_one():
     values, scales = quantise_weight(stored.to(torch.bfloat16))
     assert torch.equal(values.view(torch.uint8), stored.view(torch.uint8))
     assert torch.equal(scales, torch.ones(48))
+
+
+def stored_fp8(per_row: bool) -> torch.Tensor:
+    """fp8 values as a quantiser writes them: the largest magnitude of each row (per-row
+    scales) or of the whole tensor (one scale) is 448."""
+    values = torch.randn(48, 64, generator=torch.Generator().manual_seed(5))
+    values = values * torch.linspace(0.1, 1.0, 48)[:, None]  # rows of different ranges
+    amax = values.abs().amax(dim=1, keepdim=True) if per_row else values.abs().max()
+    return (values / amax * FP8_MAX).to(FP8)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_fp8_scaled_files_give_back_their_stored_values(per_row, tmp_path):
+    """The loader dequantises fp8_scaled files (values x scale) into bf16; the fp8 compute
+    path finds the stored values again instead of rounding a second time."""
+    stored = stored_fp8(per_row)
+    scale = torch.linspace(0.001, 0.02, 48) if per_row else torch.tensor(0.0123)
+    path = tmp_path / "flux_fp8_scaled.safetensors"
+    save_file(
+        {"layer.weight": stored, "layer.scale_weight": scale, "scaled_fp8": torch.zeros(0)},
+        str(path),
+    )
+    loaded = read_tensors(read_header(path), dtype=torch.bfloat16)["layer.weight"]
+    values, scales = quantise_weight(loaded)
+    assert torch.equal(values.view(torch.uint8), stored.view(torch.uint8))
+    expected = scale.expand(48) if per_row else torch.full((48,), 0.0123)
+    assert torch.allclose(scales, expected, rtol=2**-7)
 
 
 def test_other_weights_get_one_scale_per_row_that_fills_the_fp8_range():

@@ -6,10 +6,13 @@ float32 scale per output row, quantises its input per row on the fly (amax / 448
 multiplies the two in fp8 with `torch._scaled_mm` (fp32 accumulation, bf16 out): on Hopper
 and Ada the fp8 tensor cores run about twice the bf16 rate.
 
-Weights that are already fp8 values (ComfyUI's fp8 files, read into bf16 without loss) keep
-those exact values with scale 1: the file is used as stored. Other weights get per-row
-scales. Row counts are padded to a multiple of 16 for the fp8 kernels; for the adaLN
-modulation Linears (one row per image) that still reads each weight once, in fp8.
+Weights read from fp8 files are used as stored: a plain fp8 file's values come back exactly
+with scale 1, and an fp8_scaled file's (values x one scale per tensor, dequantised on load)
+with the scale amax / 448 that ComfyUI's quantiser used, accepted only when the fp8 values
+times it give back the loaded weight to its dtype's precision. Other weights get per-row
+scales (which also recover files scaled per output row). Row counts are padded to a
+multiple of 16 for the fp8 kernels; for the adaLN modulation Linears (one row per image)
+that still reads each weight once, in fp8.
 
 Why our own layer rather than torchao's Float8 configs: torchao is not in the studio's stack,
 it would requantise an fp8 file's weights instead of using them, and peft wraps a plain
@@ -40,12 +43,22 @@ def quantise_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantise_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, K) -> fp8 values and float32 scales (N,): exact fp8 values keep scale 1."""
-    as_fp8 = weight.to(FP8)
-    if torch.equal(as_fp8.to(weight.dtype), weight):
-        return as_fp8, torch.ones(weight.shape[0], dtype=torch.float32, device=weight.device)
-    values, scale = quantise_rows(weight)
-    return values, scale.flatten()
+    """(N, K) -> fp8 values and float32 scales (N,): a stored fp8 grid is kept (see above)."""
+    rows = weight.shape[0]
+    amax = weight.abs().max().float().item()
+    for scale in (1.0, amax / FP8_MAX):
+        if scale > 0:
+            values = (weight.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+            if _gives_back(values, scale, weight):
+                return values, torch.full((rows,), scale, device=weight.device)
+    values, scales = quantise_rows(weight)
+    return values, scales.flatten()
+
+
+def _gives_back(values: torch.Tensor, scale: float, weight: torch.Tensor) -> bool:
+    """Whether values * scale is `weight` up to one rounding step of weight's dtype."""
+    back = (values.float() * scale).to(weight.dtype)
+    return torch.allclose(back, weight, rtol=torch.finfo(weight.dtype).eps, atol=0.0)
 
 
 class Fp8Linear(torch.nn.Linear):
