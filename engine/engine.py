@@ -188,7 +188,7 @@ class Engine:
 
     def models_status(self) -> str:
         parts = [self.models.describe(), self.redux_models.describe(), self.warmup.describe()]
-        return "\n\n".join(parts)
+        return "\n\n".join(part for part in parts if part)
 
     def demo_label(self) -> str | None:
         if self.config.models.tiny:

@@ -60,11 +60,11 @@ class WarmUp:
         log.info("Warm-up done in %.1f s (%s)", self.seconds, self.detail)
 
     def describe(self) -> str:
-        """One line for the models panel."""
+        """One line for the models panel ("" before any warm-up was asked for)."""
         if self.state == "ready":
             return f"Warm-up: ready in {self.seconds:.1f} s."
         if self.state == "running":
             return "Warm-up: loading and compiling in the background; a Generate now waits for it."
         if self.state in ("skipped", "failed"):
             return f"Warm-up {self.state}: {self.detail}"
-        return "Warm-up: not started (models load at the first Generate)."
+        return ""

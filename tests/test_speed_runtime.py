@@ -167,9 +167,7 @@ class _Scope:
 
 def test_the_warm_up_renders_the_start_recipe_briefly_in_the_background(tmp_path):
     engine = fp8_engine(tmp_path, "auto")
-    assert engine.models_status().endswith(
-        "Warm-up: not started (models load at the first Generate)."
-    )
+    assert "Warm-up" not in engine.models_status()
     assert warm_up_recipe(engine.default_recipe()).settings.steps == WARMUP_STEPS
     engine.start_warm_up()
     engine.warmup.wait(120)
