@@ -7,8 +7,10 @@ whose number is the real one here; a reload also reads and copies the LoRA tenso
 grow with width, so the ratio at the real width should be no worse than the one printed.
 Weights are left uninitialised (never run); the LoRAs are random rank-16 updates on the
 attention projections (two peft files, one Kohya file), read from the OS page cache after
-the first load. Figures are medians within one run; absolute times mean little off the
-machine that printed them.
+the first load. A fourth file is a LyCORIS LoKr on the 38 double-block attention projections,
+which the stack merges into the weights (engine/lora/merged.py): a strength change re-merges
+those layers from the kept originals. Figures are medians within one run; absolute times
+mean little off the machine that printed them.
 
 Run: .venv/bin/python bench/lora_switch.py [--heads 4] [--files 3] [--runs 7]
 """
@@ -96,6 +98,22 @@ def kohya_file(width: int, rank: int, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def lokr_file(width: int, rank: int, seed: int) -> dict[str, torch.Tensor]:
+    """A LyCORIS LoKr on both attention projections of every double block: w1 (16 x 16)
+    whole, w2 = a @ b decomposed, alpha 1 (merged into the weights, not a peft adapter)."""
+    g = torch.Generator().manual_seed(seed)
+    side = width // 16
+    out = {}
+    for i in range(DOUBLE):
+        for name in ("img_attn_proj", "txt_attn_proj"):
+            key = f"lora_unet_double_blocks_{i}_{name}"
+            out[f"{key}.lokr_w1"] = torch.randn(16, 16, generator=g) * 0.01
+            out[f"{key}.lokr_w2_a"] = torch.randn(side, rank, generator=g) * 0.01
+            out[f"{key}.lokr_w2_b"] = torch.randn(rank, side, generator=g) * 0.01
+            out[f"{key}.alpha"] = torch.tensor(1.0)
+    return out
+
+
 def timed(fn, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -110,7 +128,8 @@ def main() -> None:
     parser.add_argument(
         "--heads", type=int, default=4, help=f"attention heads (real: {REAL_HEADS})"
     )
-    parser.add_argument("--files", type=int, default=3, choices=(2, 3))
+    parser.add_argument("--files", type=int, default=4, choices=(2, 3, 4),
+                        help="2 peft, + 1 Kohya, + 1 LyCORIS LoKr (merged path)")  # fmt: skip
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16)")
@@ -124,7 +143,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "loras"
         folder.mkdir()
-        makers = [peft_file, peft_file, kohya_file][: args.files]
+        makers = [peft_file, peft_file, kohya_file, lokr_file][: args.files]
         names = []
         for i, make in enumerate(makers):
             names.append(f"lora_{i}_{make.__name__.split('_')[0]}.safetensors")
@@ -132,7 +151,7 @@ def main() -> None:
         stack = LoraStack(folder)
         slot_sets = [
             [LoraSlot(file=n, strength_model=s) for n, s in zip(names, strengths, strict=False)]
-            for strengths in ([0.5, 0.3, 0.2], [0.4, 0.25, 0.3])
+            for strengths in ([0.5, 0.3, 0.2, 0.6], [0.4, 0.25, 0.3, 0.7])
         ]
         matches = stack.apply(bundle, slot_sets[0], part="transformer")
         flip = iter(range(10**9))

@@ -49,7 +49,7 @@ def test_listing_and_triggers(engine):
 def test_lora_render_reports_matches_and_strengths_never_reload(engine):
     plain = engine.run(recipe(), save=False)
     on = engine.run(recipe({"file": "skin.safetensors", "strength_model": 0.8}), save=False)
-    assert any("skin.safetensors (peft)" in n and "keys matched" in n for n in on.report.notes)
+    assert any("skin.safetensors (peft)" in n and "layers matched" in n for n in on.report.notes)
     assert "Prompt as encoded: flux skin texture, a portrait" in on.report.notes
     assert pixels(on) != pixels(plain)
     reads = dict(engine.models.loras().file_reads)

@@ -345,17 +345,25 @@ def test_a_file_for_another_model_is_refused_with_its_name(loras, bundle):
     assert torch.equal(run_transformer(bundle.transformer), base)
 
 
-def test_a_partial_match_loads_and_names_the_rest(loras, bundle):
+def test_a_partial_match_loads_and_names_every_family_left_out(loras, bundle):
     f = LoraFile()
     kohya("lora_unet_img_in", [tr("x_embedder")], 64, f)
-    kohya("lora_te2_encoder_block_0_layer_0_SelfAttention_q", [tr("t5", D)], D, f)
+    for block in (0, 1):  # a family this model does not have
+        kohya(f"lora_unet_double_blocks_{block}_img_attn_gate", [tr("gate", D)], D, f)
+    kohya("lora_unet_double_blocks_0_img_attn_proj", [tr(f"{B0}.attn.to_out.0")], D, f)
+    f.tensors["lora_unet_double_blocks_0_img_attn_proj.dora_scale"] = torch.ones(1, D)
     f.save(loras / "mixed.safetensors")
     (match,) = LoraStack(loras).apply(bundle, [slot("mixed.safetensors")], part="transformer")
-    assert (match.matched, match.unmatched) == (
-        1,
-        ("lora_te2_encoder_block_0_layer_0_SelfAttention_q",),
+    assert (match.matched, match.complete) == (1, False)
+    assert match.families == (
+        ("lora_unet_double_blocks_N_img_attn_gate", 2),
+        ("lora_unet_double_blocks_N_img_attn_proj (DoRA)", 1),
     )
-    assert "1 of 2 keys matched; not applied: lora_te2_" in match.line()
+    assert match.line() == (
+        "mixed.safetensors (kohya): 1 of 4 layers matched; not applied: "
+        "lora_unet_double_blocks_N_img_attn_gate ×2, "
+        "lora_unet_double_blocks_N_img_attn_proj (DoRA) ×1"
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from engine.lora.library import (
     library_match,
     strength_warning,
 )
-from engine.lora.stack import LoraMatch, LoraParams, LoraStack
+from engine.lora.report import LoraMatch
+from engine.lora.stack import LoraParams, LoraStack
 
 __all__ = [
     "LORA_LIBRARY",

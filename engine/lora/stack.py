@@ -1,9 +1,11 @@
-"""LoraStack: the Power LoRA Loader over the warm Flux transformer and CLIP-L.
+"""LoraStack: the Power LoRA Loader over the warm Flux transformer, CLIP-L and T5.
 
-A file is read once and kept as a peft adapter on both models (its transformer and CLIP
-parts); strengths and on/off switches only change adapter weights (`set_adapters`), which
-never touches the disk. Strength 0 or no slot on disables the adapters, which gives the
-exact base output. Adapters on fp8-stored weights are kept in the compute dtype.
+A file is read once and kept: its LoRA pairs as a peft adapter on each model they touch, its
+LoHa / LoKr / full-diff layers as merged weight updates (merged.py). Strengths and on/off
+switches only change adapter weights (`set_adapters`) or re-merge from the kept factors,
+which never touches the disk. Strength 0 or no slot on gives the exact base output. Adapters
+on fp8-stored weights are kept in the compute dtype. A slot's CLIP strength drives CLIP-L
+and T5, as ComfyUI's LoraLoader does.
 """
 
 from __future__ import annotations
@@ -16,48 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers.loaders import FluxLoraLoaderMixin
-from diffusers.utils.peft_utils import (
-    delete_adapter_layers,
-    set_adapter_layers,
-    set_weights_and_activate_adapters,
-)
-from peft.tuners.tuners_utils import BaseTunerLayer
 
 from engine.errors import InputError
+from engine.lora import peft_adapters as peft
 from engine.lora.files import LoraFiles, metadata_triggers
-from engine.lora.formats import PARTS, ConvertedLora, convert
+from engine.lora.formats import MODEL_PARTS, PARTS, DeltaPart, LoraPair, convert
 from engine.lora.library import library_match
+from engine.lora.merged import MergedDeltas
+from engine.lora.report import LoraMatch, build_report, no_match_message
 from engine.recipe import LoraSlot
 
-SHOWN_KEYS = 20  # unmatched keys named in a message
 MAX_KEPT = 8  # adapters kept loaded (more if the slots use more): re-adding one is free
-TEXT_KEY_PREFIXES = ("lora_te_", "lora_te1_", "text_encoder.", "text_encoders.clip_l.")
-
-
-@dataclass(frozen=True)
-class LoraMatch:
-    """One file's load report: how many of its LoRA layers landed on a module."""
-
-    file: str
-    format: str  # "peft" | "kohya" | "comfyui" | "xlabs" | "diffusers"
-    matched: int  # LoRA layers (down/up pairs) that landed on a module
-    unmatched: tuple[str, ...]  # layers that did not, by their key in the file
-    text_encoder: int  # matched layers on CLIP-L (Kohya lora_te1_*), 0 if none
-
-    @property
-    def complete(self) -> bool:
-        return not self.unmatched
-
-    def line(self) -> str:
-        """e.g. "skin.safetensors (kohya): 494 of 494 keys matched (72 on CLIP-L)"."""
-        total = self.matched + len(self.unmatched)
-        text = f"{self.file} ({self.format}): {self.matched} of {total} keys matched"
-        if self.text_encoder:
-            text += f" ({self.text_encoder} on CLIP-L)"
-        if self.unmatched:
-            text += "; not applied: " + _some(self.unmatched)
-        return text
+TEXT_KEY_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "text_encoder.", "text_encoders.")
+# The model parts each strength drives.
+DRIVES = {"transformer": ("transformer",), "text": ("text", "t5")}
 
 
 @dataclass(frozen=True)
@@ -70,20 +44,35 @@ class LoraParams:
 
 @dataclass
 class _Adapter:
-    name: str  # the peft adapter name on the models
+    name: str  # the adapter name on the models
     identity: str  # the file version it was read from
-    parts: tuple[str, ...]  # models it has layers for
-    match: LoraMatch
+    peft_parts: tuple[str, ...]  # model parts holding its LoRA pairs as peft adapters
+    merged_parts: tuple[str, ...]  # model parts with its merged LoHa / LoKr / diff layers
+    match: LoraMatch | None
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.peft_parts + self.merged_parts))
+
+
+def bundle_models(bundle: Any) -> dict[str, torch.nn.Module | None]:
+    """The bundle's models by part (a bundle without T5, as in some tests, has None)."""
+    return {
+        "transformer": bundle.transformer,
+        "text": bundle.clip,
+        "t5": getattr(bundle, "t5", None),
+    }
 
 
 class LoraStack:
-    """LoRA files of one loras/ folder, kept loaded as adapters on the warm models."""
+    """LoRA files of one loras/ folder, kept loaded on the warm models."""
 
     def __init__(self, loras_dir: Path | None) -> None:
         self.files = LoraFiles(loras_dir)
         self.file_reads: Counter[str] = self.files.reads
         self._adapters: OrderedDict[str, _Adapter] = OrderedDict()  # file name -> adapter
-        self._applied: dict[str, dict[str, float]] = {}  # part -> adapter weights last set
+        self._applied: dict[str, dict[str, float]] = {}  # strength part -> weights last set
+        self._merged: dict[str, MergedDeltas] = {}  # model part -> merged updates
         self._serial = 0
         self._lock = threading.RLock()
 
@@ -102,11 +91,11 @@ class LoraStack:
         return [entry.trigger] if entry and entry.trigger else []
 
     def apply(self, bundle: Any, slots: Sequence[LoraSlot], *, part: str) -> list[LoraMatch]:
-        """Make `part` ("transformer": strength_model, "text": strength_clip on CLIP-L)
-        follow `slots`, loading files not loaded yet; one report per file in use."""
+        """Make `part` ("transformer": strength_model; "text": strength_clip on CLIP-L and
+        T5) follow `slots`, loading files not loaded yet; one report per file in use."""
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, not {part!r}")
-        models = {"transformer": bundle.transformer, "text": bundle.clip}
+        models = bundle_models(bundle)
         active = [slot for slot in slots if slot.enabled and slot.file]
         with self._lock:
             names = list(dict.fromkeys(slot.file for slot in active))
@@ -117,18 +106,18 @@ class LoraStack:
                 self._evict(models, keep=set(names))
             finally:  # also after a bad file: what did load must not stay half-applied
                 self._applied[part] = self._weights(part, active)
-                # A load activates the new adapter on both models: the other one goes back
-                # to what its own last apply() asked for.
+                # A load activates the new adapter on every model: the other strength's
+                # models go back to what their own last apply() asked for.
                 for each in PARTS if any(new for _, new in loaded) else (part,):
-                    _set_weights(models[each], self._applied.get(each, {}))
+                    self._set(models, each)
             return [match for match, _ in loaded]
 
     def unload(self, bundle: Any) -> None:
         """Remove every adapter from the bundle's models (the next apply reads files again)."""
-        models = {"transformer": bundle.transformer, "text": bundle.clip}
+        models = bundle_models(bundle)
         with self._lock:
             for entry in self._adapters.values():
-                _delete(entry, models)
+                self._delete(entry, models)
             self._adapters.clear()
             self._applied.clear()
 
@@ -166,45 +155,100 @@ class LoraStack:
         front = [w for w in dict.fromkeys(words) if w.lower() not in lowered]
         return ", ".join([*front, prompt]) if front and prompt else ", ".join(front) or prompt
 
+    def _set(self, models: dict, part: str) -> None:
+        weights = self._applied.get(part, {})
+        for model_part in DRIVES[part]:
+            model = models.get(model_part)
+            if model is None:
+                continue
+            peft.set_weights(model, weights)
+            merged = self._merged.get(model_part)
+            if merged is not None and merged.serves(model):
+                merged.apply(weights)
+
+    def _merged_on(self, part: str, model: torch.nn.Module) -> MergedDeltas:
+        """The merged updates of this model (a newly loaded model starts afresh)."""
+        merged = self._merged.get(part)
+        if merged is None or not merged.serves(model):
+            merged = self._merged[part] = MergedDeltas.over(model)
+        return merged
+
+    def _loaded(self, entry: _Adapter, models: dict) -> bool:
+        """Whether every model the entry touches still carries it."""
+        if any(models.get(p) is None for p in entry.parts):
+            return False
+        peft_ok = all(peft.has_adapter(models[p], entry.name) for p in entry.peft_parts)
+        return peft_ok and all(
+            self._merged_on(p, models[p]).has(entry.name) for p in entry.merged_parts
+        )
+
     def _ensure(self, name: str, models: dict, compute: torch.dtype) -> tuple[LoraMatch, bool]:
         identity = self.files.identity(name)
         entry = self._adapters.get(name)
         if entry is not None and entry.identity != identity:  # the file changed on disk
-            _delete(self._adapters.pop(name), models)
+            self._delete(self._adapters.pop(name), models)
             entry = None
         if entry is not None:
             self._adapters.move_to_end(name)
-            if all(_has_adapter(models[p], entry.name) for p in entry.parts):
+            if self._loaded(entry, models):
                 return entry.match, False
         tensors, metadata = self.files.read(name)
-        converted = convert(tensors, metadata, models)
+        present = {part: model for part, model in models.items() if model is not None}
+        converted = convert(tensors, metadata, present)
         if not converted.layers:
-            raise InputError(_no_match_message(name, converted))
+            raise InputError(no_match_message(name, converted))
         adapter = entry.name if entry is not None else self._next_name(models)
-        parts = tuple(p for p in PARTS if converted.pairs(p))
-        injected: list[str] = []
+        entry = self._load(name, identity, adapter, converted, models, compute)
+        self._adapters[name] = entry
+        if not entry.match.matched:  # nothing landed after all: never a silent no-op
+            self._delete(self._adapters.pop(name), models)
+            raise InputError(no_match_message(name, converted))
+        return entry.match, True
+
+    def _load(self, name, identity, adapter, converted, models, compute) -> _Adapter:
+        """Put the converted file on the models as `adapter` (all of it, or none of it)."""
+        peft_parts = tuple(p for p in MODEL_PARTS if converted.pairs(p))
+        merged_parts = tuple(p for p in MODEL_PARTS if converted.deltas(p))
+        entry = _Adapter(adapter, identity, peft_parts, merged_parts, match=None)
         try:
-            for part in parts:
-                if not _has_adapter(models[part], adapter):
-                    _inject(models[part], part, converted, adapter, compute)
-                    injected.append(part)
+            for part in peft_parts:
+                if not peft.has_adapter(models[part], adapter):
+                    peft.inject(models[part], part, converted, adapter, compute)
+            for part in merged_parts:
+                self._merged_on(part, models[part]).add(adapter, converted.deltas(part))
         except Exception:  # no adapter may stay on one model without a record of it
-            for part in injected:
-                delete_adapter_layers(models[part], adapter)
+            self._delete(entry, models)
             raise
-        match = _report(name, converted, models, adapter)
-        self._adapters[name] = _Adapter(adapter, identity, parts, match)
-        if not match.matched:  # peft placed nothing after all: never a silent no-op
-            _delete(self._adapters.pop(name), models)
-            raise InputError(_no_match_message(name, converted))
-        return match, True
+        entry.match = build_report(
+            name, converted, lambda placed: self._landed(placed, models, adapter)
+        )
+        return entry
+
+    def _landed(self, placed: list, models: dict, adapter: str) -> bool:
+        for p in placed:
+            if isinstance(p, LoraPair) and not peft.carries(models[p.part], p.module, adapter):
+                return False
+            if isinstance(p, DeltaPart) and not self._merged_on(p.part, models[p.part]).has(
+                adapter
+            ):
+                return False
+        return True
+
+    def _delete(self, entry: _Adapter, models: dict) -> None:
+        for part in entry.peft_parts:
+            if models.get(part) is not None:
+                peft.delete_adapter(models[part], entry.name)
+        for part in entry.merged_parts:
+            merged = self._merged.get(part)
+            if merged is not None and models.get(part) is not None and merged.serves(models[part]):
+                merged.remove(entry.name)
 
     def _next_name(self, models: dict) -> str:
         """A fresh adapter name, also unused by anything else that loaded into the models."""
         while True:
             self._serial += 1
             name = f"lora{self._serial}"
-            if not any(_has_adapter(model, name) for model in models.values()):
+            if not any(peft.has_adapter(m, name) for m in models.values() if m is not None):
                 return name
 
     def _evict(self, models: dict, keep: set[str]) -> None:
@@ -213,119 +257,15 @@ class LoraStack:
             if len(self._adapters) <= MAX_KEPT:
                 break
             if name not in keep:
-                _delete(self._adapters.pop(name), models)
+                self._delete(self._adapters.pop(name), models)
 
     def _weights(self, part: str, active: list[LoraSlot]) -> dict[str, float]:
         """Adapter name -> summed strength for `part`; strength 0 is left out (exact base)."""
         weights: dict[str, float] = {}
         for slot in active:
             entry = self._adapters.get(slot.file)
-            if entry is None or part not in entry.parts:
+            if entry is None or not set(entry.parts) & set(DRIVES[part]):
                 continue
             value = slot.strength_model if part == "transformer" else slot.strength_clip
             weights[entry.name] = weights.get(entry.name, 0.0) + value
         return {name: w for name, w in weights.items() if w != 0.0}
-
-
-def _set_weights(model: torch.nn.Module, weights: dict[str, float]) -> None:
-    loaded = getattr(model, "peft_config", None)
-    if not loaded:
-        return  # no adapter was ever loaded: the model is the base model
-    weights = {name: w for name, w in weights.items() if name in loaded}
-    if not weights:
-        set_adapter_layers(model, enabled=False)  # exact base output
-        return
-    if _disabled(model):  # enabling walks every layer again: only when switched off
-        set_adapter_layers(model, enabled=True)
-    set_weights_and_activate_adapters(model, list(weights), list(weights.values()))
-
-
-def _disabled(model: torch.nn.Module) -> bool:
-    """Whether the LoRA layers are switched off (all are switched together here)."""
-    layer = next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
-    return layer is not None and layer.disable_adapters
-
-
-def _inject(
-    model: torch.nn.Module, part: str, converted: ConvertedLora, adapter: str, compute: torch.dtype
-) -> None:
-    state = converted.state_dict(part)
-    if part == "transformer":
-        model.load_lora_adapter(
-            state, prefix="transformer", adapter_name=adapter, low_cpu_mem_usage=True
-        )
-    else:
-        FluxLoraLoaderMixin.load_lora_into_text_encoder(
-            state,
-            network_alphas=None,
-            text_encoder=model,
-            prefix="text_encoder",
-            adapter_name=adapter,
-            low_cpu_mem_usage=True,
-        )
-    _keep_compute_dtype(model, converted, part, adapter, compute)
-
-
-def _keep_compute_dtype(
-    model: torch.nn.Module, converted: ConvertedLora, part: str, adapter: str, compute: torch.dtype
-) -> None:
-    """peft gives a new adapter the dtype of its base weight: fp8 under layerwise casting.
-
-    fp8 LoRA weights cannot run on CPU and round the low-rank update away, so an adapter
-    added after casting is put back in the compute dtype with the file's values (the
-    casting hooks stay on the base layers only).
-    """
-    for pair in converted.pairs(part):
-        layer = model.get_submodule(pair.module)
-        for holder, value in ((layer.lora_A[adapter], pair.down), (layer.lora_B[adapter], pair.up)):
-            weight = holder.weight
-            if weight.dtype != compute:
-                holder.weight = torch.nn.Parameter(
-                    value.to(weight.device, compute), requires_grad=False
-                )
-
-
-def _report(name: str, converted: ConvertedLora, models: dict, adapter: str) -> LoraMatch:
-    """Count the layers whose every pair now carries the adapter (checked on the model)."""
-    landed, unmatched = 0, list(converted.unmatched)
-    text = 0
-    for layer, pairs in converted.layers.items():
-        ok = all(
-            adapter in getattr(models[p.part].get_submodule(p.module), "lora_A", {}) for p in pairs
-        )
-        if ok:
-            landed += 1
-            text += pairs[0].part == "text"
-        else:
-            unmatched.append(layer)
-    return LoraMatch(name, converted.format, landed, tuple(sorted(unmatched)), text)
-
-
-def _has_adapter(model: torch.nn.Module, adapter: str) -> bool:
-    return adapter in (getattr(model, "peft_config", None) or {})
-
-
-def _delete(entry: _Adapter, models: dict) -> None:
-    for part in entry.parts:
-        if _has_adapter(models[part], entry.name):
-            delete_adapter_layers(models[part], entry.name)
-
-
-def _no_match_message(name: str, converted: ConvertedLora) -> str:
-    if converted.format == "unknown":
-        what = "has no LoRA layers in a layout we know (diffusers/peft, Kohya, ComfyUI, XLabs)"
-    else:
-        what = (
-            f"({converted.format} layout) matches no layer of this Flux.1 transformer or "
-            f"CLIP-L: none of its {len(converted.unmatched)} layers fits"
-        )
-    return (
-        f"The LoRA {name!r} {what}; first keys: {_some(converted.unmatched, 3)}. It is "
-        "probably made for another model (SDXL, SD 1.5, Flux.2, ...): choose a Flux.1 LoRA "
-        "or clear the slot."
-    )
-
-
-def _some(keys: Sequence[str], limit: int = SHOWN_KEYS) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
