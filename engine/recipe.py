@@ -18,6 +18,9 @@ MAX_SEED = 2**53 - 1
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
 SAMPLERS = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_sde")
 SCHEDULERS = ("simple", "sgm_uniform", "beta", "karras", "exponential")
+# ReduxAdvanced's choices as stable ids; "nearest_exact" is torch's "nearest-exact".
+DOWNSAMPLING_FUNCTIONS = ("nearest", "bilinear", "bicubic", "area", "nearest_exact")
+REDUX_IMAGE_MODES = ("center_crop", "keep_aspect")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +47,20 @@ class SourceParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReduxAdvancedParams:
+    """One reference's ReduxAdvanced settings (specs §5) and its own attention bias.
+
+    The defaults change nothing: no downsampling, weight 1, centre crop, no bias.
+    """
+
+    downsampling_factor: float = bounded(1.0, 1.0, 9.0, 0.1)
+    downsampling_function: str = choice("area", DOWNSAMPLING_FUNCTIONS)
+    weight: float = bounded(1.0, 0.0, 1.0, 0.01)
+    image_mode: str = choice("center_crop", REDUX_IMAGE_MODES)
+    attention_bias: float = bounded(0.0, -4.0, 2.0, 0.05)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReduxParams:
     """Group 1: two reference portraits blended through Redux."""
 
@@ -54,6 +71,8 @@ class ReduxParams:
     strength2: int = bounded(30, 1, 100, 1)
     mode: str = choice("average", ("average", "concat"))
     prompt_balance: float = bounded(0.5, 0.0, 1.0, 0.01)
+    advanced1: ReduxAdvancedParams = field(default_factory=ReduxAdvancedParams)
+    advanced2: ReduxAdvancedParams = field(default_factory=ReduxAdvancedParams)
 
 
 @dataclass(frozen=True, kw_only=True)

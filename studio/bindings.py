@@ -44,6 +44,48 @@ class Binding:
         return value
 
 
+def redux_advanced(n: int) -> tuple[Binding, ...]:
+    """Reference `n`'s ReduxAdvanced rows (the Redux tab shows them in an accordion)."""
+    path = f"redux.advanced{n}"
+    both = "In weighted average both references need the same {}; concatenation takes any."
+    return (
+        Binding(
+            f"{path}.downsampling_factor",
+            "Downsampling (1 = off; 3 ≈ 81 tokens, weaker reference)",
+            "The reference's 27×27 token grid is resized to round(27 / f) per side: fewer "
+            "tokens, so the prompt gets more say. " + both.format("factor"),
+        ),
+        Binding(
+            f"{path}.downsampling_function",
+            "Downsampling function",
+            "How the grid is resized (with a factor above 1): area averages neighbouring "
+            "tokens; nearest keeps some and drops the rest; bilinear and bicubic interpolate.",
+            labels=(("nearest-exact", "nearest_exact"),),
+        ),
+        Binding(
+            f"{path}.weight",
+            "Weight (tokens × weight²)",
+            "ReduxAdvanced's weight: the reference's tokens are multiplied by its square "
+            "(0.7 gives 0.49). 1 = off.",
+        ),
+        Binding(
+            f"{path}.image_mode",
+            "Image mode",
+            "What the vision encoder sees: the centre square, or the whole picture letterboxed "
+            "onto black. Changing it re-encodes the reference.",
+            widget="radio",
+            labels=(("Center crop", "center_crop"), ("Keep aspect ratio", "keep_aspect")),
+        ),
+        Binding(
+            f"{path}.attention_bias",
+            "Attention bias (log; 0 = none)",
+            "Added to this reference's attention bias after the prompt balance: −0.69 halves "
+            "its weight in attention, +0.69 doubles it, −4 all but ignores it. "
+            + both.format("bias"),
+        ),
+    )
+
+
 BINDINGS: tuple[Binding, ...] = (
     # Redux blend (suite group 1); the two reference digests are set by the uploads.
     Binding(
@@ -80,6 +122,8 @@ BINDINGS: tuple[Binding, ...] = (
         "prompt leads (1 ignores them); toward 0 the references dominate (at 0 each counts "
         "twice).",
     ),
+    *redux_advanced(1),
+    *redux_advanced(2),
     # Size / LoRA / Prompt (suite group 2)
     Binding(
         "prompt.prompt",

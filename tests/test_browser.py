@@ -285,12 +285,12 @@ def test_two_lora_slots_show_the_match_report_and_their_triggers(
 
     page.click("#ps-generate")
     page.wait_for_function(
-        "() => (document.querySelector('#ps-lora-report').innerText.match(/keys matched/g)"
+        "() => (document.querySelector('#ps-lora-report').innerText.match(/layers matched/g)"
         " || []).length === 2"
     )
     report = page.inner_text("#ps-lora-report")
-    assert f"{SKIN} (peft): 1 of 1 keys matched" in report
-    assert f"{FRECKLES} (peft): 1 of 1 keys matched" in report
+    assert f"{SKIN} (peft): 1 of 1 layers matched" in report
+    assert f"{FRECKLES} (peft): 1 of 1 layers matched" in report
 
     page.click("#ps-lora-add")
     page.wait_for_selector("#ps-lora-5", state="visible")

@@ -56,3 +56,14 @@ def test_redux_off_is_the_plain_render(engine):
     on = recipe_with(engine)
     off = engine.run(set_path(on, "redux.enabled", False), save=False)
     assert "redux" in off.report.off and "vision" not in off.report.ran_names
+
+
+def test_downsampling_reruns_redux_but_not_siglip_and_the_image_mode_does(engine):
+    first = engine.run(recipe_with(engine), save=False)
+    down = {f"redux.advanced{n}.downsampling_factor": 2.0 for n in (1, 2)}
+    moved = engine.run(recipe_with(engine, **down), save=False)
+    assert moved.report.ran_names == ["redux", "base", "decode", "color"]
+    assert moved.images[0].tobytes() != first.images[0].tobytes()
+    letterbox = {**down, "redux.advanced1.image_mode": "keep_aspect"}
+    encoded = engine.run(recipe_with(engine, **letterbox), save=False)
+    assert encoded.report.ran_names[:2] == ["vision", "redux"]

@@ -272,8 +272,8 @@ class Sink:
         return self.seen.positive.tokens.sum()
 
 
-@pytest.fixture
-def studio(tmp_path):
+def redux_graph(tmp_path: Path) -> SimpleNamespace:
+    """FixedText -> vision -> redux -> Sink over tiny models, with three stored portraits."""
     images = ImageStore(tmp_path / "images")
     digests = [images.put(png_bytes(portrait(seed))) for seed in (10, 11, 12)]
     redux_models = ReduxModelManager(ReduxConfig(tiny=True, device="cpu"))
@@ -284,6 +284,11 @@ def studio(tmp_path):
     redux = dataclasses.replace(recipe.redux, enabled=True, image1=digests[0], image2=digests[1])
     recipe = dataclasses.replace(recipe, redux=redux)
     return SimpleNamespace(graph=graph, env=env, sink=sink, digests=digests, recipe=recipe)
+
+
+@pytest.fixture
+def studio(tmp_path):
+    return redux_graph(tmp_path)
 
 
 def run_graph(studio, recipe) -> RunReport:

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from bad_inputs import corrupt_png
 from engine.errors import RecipeError
-from engine.recipe import LoraSlot, Recipe
+from engine.recipe import DOWNSAMPLING_FUNCTIONS, LoraSlot, Recipe
 from engine.recipe_json import recipe_to_json, set_path
 from studio import lora_rules
 from studio.bindings import LORAS, MAX_LORAS, slot_path
@@ -82,6 +82,50 @@ def test_redux_fields_round_trip_through_the_bindings(page: StudioPage, engine: 
     strength = page.controls["redux.strength1"]
     assert (strength.minimum, strength.maximum) == (1, 100) and "70/30" in strength.info
     assert "0.5 is neutral" in page.controls["redux.prompt_balance"].info
+
+
+def test_redux_advanced_controls_are_bound_in_closed_accordions(
+    page: StudioPage, engine: Any
+) -> None:
+    base = engine.default_recipe()
+    recipe = base
+    for path, value in {
+        "redux.advanced1.downsampling_factor": 3.0,
+        "redux.advanced1.downsampling_function": "nearest_exact",
+        "redux.advanced2.weight": 0.7,
+        "redux.advanced2.image_mode": "keep_aspect",
+        "redux.advanced2.attention_bias": -1.25,
+    }.items():
+        recipe = set_path(recipe, path, value)
+    assert page.controls.recipe(base, page.values(recipe)) == recipe
+    for n in redux.REFERENCES:
+        accordion = page.redux.panel.advanced[n]
+        assert accordion.label == "Advanced (ReduxAdvanced)" and accordion.open is False
+    factor = page.controls["redux.advanced1.downsampling_factor"]
+    assert (factor.minimum, factor.maximum, factor.step) == (1, 9, 0.1)
+    assert "3 ≈ 81 tokens" in factor.label
+    function = page.controls["redux.advanced2.downsampling_function"]
+    assert [c[1] for c in function.choices] == list(DOWNSAMPLING_FUNCTIONS)
+    assert ("nearest-exact", "nearest_exact") in function.choices and function.value == "area"
+    mode = page.controls["redux.advanced1.image_mode"]
+    assert mode.choices == [("Center crop", "center_crop"), ("Keep aspect ratio", "keep_aspect")]
+    weight, bias = (page.controls[f"redux.advanced2.{f}"] for f in ("weight", "attention_bias"))
+    assert (weight.minimum, weight.maximum) == (0, 1) and "weight²" in weight.label
+    assert (bias.minimum, bias.maximum, bias.step, bias.value) == (-4, 2, 0.05, 0)
+
+
+def test_generate_refuses_an_average_of_different_grids_and_says_what_to_do(
+    page: StudioPage, tmp_path: Path
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    page.redux.upload(1)(session, picture(tmp_path / "a.png", (64, 64)))
+    page.redux.upload(2)(session, picture(tmp_path / "b.png", (64, 64), (20, 90, 200)))
+    recipe = set_path(session.base, "redux.enabled", True)
+    recipe = set_path(recipe, "redux.advanced1.downsampling_factor", 3.0)
+    data = {**page.values(recipe, session=session), page.tab.seed_mode: settings.FIXED}
+    error = list(page.studio.generate(data))[-1][page.panel.error]
+    assert error["visible"] and "same downsampling factor" in error["value"]
+    assert "Concatenation" in error["value"]
 
 
 def test_an_upload_stores_the_reference_and_advises_on_a_small_one(
@@ -288,12 +332,12 @@ def test_a_turbo_preset_fills_a_slot(page: StudioPage, engine: Any) -> None:
 def test_the_match_report_lists_the_lora_notes() -> None:
     notes = [
         "Size rounded to 256×256.",
-        "LoRA skin_detail.safetensors (peft): 1 of 1 keys matched",
+        "LoRA skin_detail.safetensors (peft): 1 of 1 layers matched",
         "The LoRA strengths add up to 1.40: above 1.0 LoRAs start to fight.",
         "Prompt as encoded: ohwx skin, a portrait",
     ]
     text = lora_rules.report_markdown(notes)
-    assert "Size" not in text and "1 of 1 keys matched" in text
+    assert "Size" not in text and "1 of 1 layers matched" in text
     assert "add up to 1.40" in text and "ohwx skin, a portrait" in text
     assert text.startswith("**Last run:**") and lora_rules.report_markdown(notes[:1]) == ""
 
@@ -309,8 +353,8 @@ def test_generate_shows_the_match_report_under_the_stack(page: StudioPage, engin
     last = list(page.studio.generate(data))[-1]
     report = last[page.loras.panel.report].replace("\\", "")  # Markdown escapes
     assert "Prompt as encoded: ohwx skin, frckls, close-up" in report
-    assert f"{SKIN} (peft): 1 of 1 keys matched" in report
-    assert f"{FRECKLES} (peft): 1 of 1 keys matched" in report
+    assert f"{SKIN} (peft): 1 of 1 layers matched" in report
+    assert f"{FRECKLES} (peft): 1 of 1 layers matched" in report
 
 
 def test_a_lora_for_another_model_is_a_message_naming_it(page: StudioPage, engine: Any) -> None:

@@ -39,6 +39,6 @@ def reference_hints(image: Image.Image) -> list[str]:
         hints.append(
             f"This reference is far from square ({width}×{height}); the encoder sees only "
             "its centre square. Crop it to a square, shoulders-up framing with the face "
-            "centred."
+            "centred, or set its image mode to Keep aspect ratio (Advanced)."
         )
     return hints

@@ -20,6 +20,10 @@ token counts twice in every softmax. Scaling the tokens instead barely steers, s
 normalises every context token (LayerNorm in AdaLayerNormZero, RMSNorm on q and k) before
 attending.
 
+Each reference also has its own attention bias, in the same log domain: its columns get the
+balance's bias (0 at 0.5) plus its own, so -inf stays -inf. With the balance at 0.5 and
+every own bias 0 there is no bias at all, as above.
+
 The bias travels as PromptEmbeddings.token_bias; FluxDenoiser builds the mask from it. Its
 cost: one (L, L) mask in the compute dtype per pass, L = 512 + 729·k + 4096 tokens at 1024²
 with k Redux blocks (k = 1: 57 MB in bf16), and on GPUs no flash-attention kernel for the
@@ -29,6 +33,7 @@ positive calls (the memory-efficient one takes the mask).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -60,24 +65,25 @@ def blend_scales(mode: str, strengths: tuple[int, ...]) -> tuple[float, ...]:
     return average_weights(*strengths)
 
 
-def weighted_average(tokens: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
-    """Σ_k w_k·tokens[k]: (K, N, D) -> (1, N, D)."""
+def weighted_average(tokens: Sequence[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:
+    """Σ_k w_k·tokens[k]: K blocks of (N, D) -> (1, N, D)."""
     out = weights[0] * tokens[0]
     for weight, block in zip(weights[1:], tokens[1:], strict=True):
         out = out + weight * block
     return out.unsqueeze(0)
 
 
-def concatenate(tokens: torch.Tensor, scales: tuple[float, ...]) -> torch.Tensor:
-    """[s_1·tokens[1]; s_2·tokens[2]; ...]: (K, N, D) -> (1, K·N, D)."""
+def concatenate(tokens: Sequence[torch.Tensor], scales: tuple[float, ...]) -> torch.Tensor:
+    """[s_1·tokens[1]; s_2·tokens[2]; ...]: blocks of (N_k, D) -> (1, Σ N_k, D)."""
     blocks = [scale * block for scale, block in zip(scales, tokens, strict=True)]
     return torch.cat(blocks, dim=0).unsqueeze(0)
 
 
-def blend(tokens: torch.Tensor, mode: str, scales: tuple[float, ...]) -> torch.Tensor:
-    """Per-reference Redux tokens (K, N, D) as one conditioning block (1, N or K·N, D)."""
-    if len(scales) != tokens.shape[0]:
-        raise ValueError(f"{len(scales)} scales for {tokens.shape[0]} references")
+def blend(tokens: Sequence[torch.Tensor], mode: str, scales: tuple[float, ...]) -> torch.Tensor:
+    """Per-reference Redux tokens (K blocks of (N_k, D), or a (K, N, D) tensor) as one
+    conditioning block: (1, N, D) averaged, (1, Σ N_k, D) concatenated."""
+    if len(scales) != len(tokens):
+        raise ValueError(f"{len(scales)} scales for {len(tokens)} references")
     return weighted_average(tokens, scales) if mode == "average" else concatenate(tokens, scales)
 
 
@@ -94,3 +100,18 @@ def balance_bias(balance: float) -> float | None:
     if scale == 1.0:
         return None
     return math.log(scale) if scale > 0 else -math.inf
+
+
+def reference_biases(balance: float, own: tuple[float, ...]) -> tuple[float, ...] | None:
+    """Each reference's column bias: the balance's (0 at 0.5) plus its own; None if all 0."""
+    shared = balance_bias(balance)
+    if shared is None and not any(own):
+        return None
+    base = 0.0 if shared is None else shared
+    return tuple(base + bias for bias in own)  # -inf + a finite bias stays -inf
+
+
+def column_bias(sizes: tuple[int, ...], biases: tuple[float, ...]) -> torch.Tensor:
+    """One float32 bias per Redux token: biases[k] repeated sizes[k] times."""
+    blocks = [torch.full((size,), bias) for size, bias in zip(sizes, biases, strict=True)]
+    return torch.cat(blocks)

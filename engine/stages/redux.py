@@ -6,13 +6,16 @@ is a separate transformer call, so its length may differ, and leaving the refere
 of it is what ComfyUI does (StyleModelApply sits on the positive branch), so CFG pushes
 towards them.
 
-The prompt balance does not touch the tokens: away from 0.5 it sets the positive
-embeddings' token_bias (0 for the text tokens, log(scale) for the Redux ones), which the
+Each reference first goes through ReduxAdvanced (engine/redux/advanced.py): its token grid
+downsampled, its tokens times weight². The prompt balance does not touch the tokens: away
+from 0.5, or with a reference's own attention bias, it sets the positive embeddings'
+token_bias (0 for the text tokens, the reference's bias for its Redux ones), which the
 denoiser turns into an additive attention mask (engine/redux/blend.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +25,9 @@ from engine.errors import ModelNotFoundError
 from engine.flux.prompt import PromptEmbeddings
 from engine.flux.sampling import Conditioning
 from engine.graph import StageContext
-from engine.recipe import Recipe
-from engine.redux.blend import balance_bias, blend, blend_scales
+from engine.recipe import Recipe, ReduxAdvancedParams
+from engine.redux.advanced import REDUX_GRID, TokenShaping, check_average, shape_tokens
+from engine.redux.blend import blend, blend_scales, column_bias, reference_biases
 from engine.redux.encoder import redux_tokens
 from engine.redux.models import redux_models
 from engine.stages.vision import VisionFeatures, reference_slots
@@ -34,6 +38,8 @@ class ReduxStageParams:
     mode: str
     scales: tuple[float, ...]  # per reference in the vision stage's slot order
     balance: float
+    shapings: tuple[TokenShaping, ...]  # ReduxAdvanced, per reference
+    biases: tuple[float, ...]  # each reference's own attention bias
     redux: str  # identity of the Redux MLP weights
     dtype: str
 
@@ -51,13 +57,25 @@ class ReduxStage:
 
     def select(self, recipe: Recipe, env: Any) -> ReduxStageParams:
         redux = recipe.redux
-        # Only the strengths of references that are set; in "average" only their ratio.
-        strengths = tuple(getattr(redux, f"strength{i}") for i in reference_slots(redux))
+        # Only the settings of references that are set; in "average" only the ratio of the
+        # strengths.
+        slots = reference_slots(redux)
+        strengths = tuple(getattr(redux, f"strength{i}") for i in slots)
+        advanced = [getattr(redux, f"advanced{i}") for i in slots]
+        shapings = tuple(token_shaping(a) for a in advanced)
+        biases = tuple(a.attention_bias for a in advanced)
+        # Refused before anything runs; `run` checks again on the models' own grid.
+        check_average(redux.mode, shapings, biases, REDUX_GRID)
         scales = blend_scales(redux.mode, strengths)
         models = redux_models(env)
-        identity = models.identity("redux")
         return ReduxStageParams(
-            redux.mode, scales, redux.prompt_balance, identity, str(models.dtype)
+            mode=redux.mode,
+            scales=scales,
+            balance=redux.prompt_balance,
+            shapings=shapings,
+            biases=biases,
+            redux=models.identity("redux"),
+            dtype=str(models.dtype),
         )
 
     def run(self, ctx: StageContext, params: ReduxStageParams, upstream: dict) -> Conditioning:
@@ -66,19 +84,44 @@ class ReduxStage:
         vision: VisionFeatures = upstream["vision"]
         cond: Conditioning = upstream["text"]
         check_widths(encoder, vision.features, cond.positive.tokens)
-        tokens = blend(redux_tokens(encoder, vision.features), params.mode, params.scales)
-        positive = append_tokens(cond.positive, tokens, balance_bias(params.balance))
+        per_reference = redux_tokens(encoder, vision.features)
+        side = math.isqrt(per_reference.shape[1])
+        check_average(params.mode, params.shapings, params.biases, side)
+        blocks = [shape_tokens(t, s) for t, s in zip(per_reference, params.shapings, strict=True)]
+        tokens = blend(blocks, params.mode, params.scales)
+        positive = append_tokens(cond.positive, tokens, redux_bias(params, blocks))
         return Conditioning(positive, cond.negative)
 
 
+def token_shaping(advanced: ReduxAdvancedParams) -> TokenShaping:
+    """A reference's ReduxAdvanced settings; the function only counts when downsampling, so
+    it is left out of the stage key otherwise."""
+    factor = advanced.downsampling_factor
+    if factor > 1:
+        return TokenShaping(factor, advanced.downsampling_function, advanced.weight)
+    return TokenShaping(weight=advanced.weight)
+
+
+def redux_bias(params: ReduxStageParams, blocks: list[torch.Tensor]) -> torch.Tensor | None:
+    """The Redux columns' attention bias (None: none); "average" makes one block, whose
+    references `check_average` made share one bias."""
+    biases = reference_biases(params.balance, params.biases)
+    if biases is None:
+        return None
+    if params.mode == "average":
+        return column_bias((blocks[0].shape[0],), biases[:1])
+    return column_bias(tuple(block.shape[0] for block in blocks), biases)
+
+
 def append_tokens(
-    prompt: PromptEmbeddings, tokens: torch.Tensor, bias: float | None = None
+    prompt: PromptEmbeddings, tokens: torch.Tensor, bias: float | torch.Tensor | None = None
 ) -> PromptEmbeddings:
     """[text tokens; extra tokens] along the sequence; the pooled vector unchanged.
 
-    `bias` is the extra tokens' attention bias (None: none). The result's token_bias is the
-    prompt's (zeros if it has none) followed by `bias` (or 0) per extra token; None when
-    neither has one, so the denoiser passes no mask.
+    `bias` is the extra tokens' attention bias: one value for all, one per extra token, or
+    None (none). The result's token_bias is the prompt's (zeros if it has none) followed by
+    the extra tokens' (0 without `bias`); None when neither has one, so the denoiser passes
+    no mask.
     """
     text = prompt.tokens
     extra = tokens.to(text.device, text.dtype).expand(text.shape[0], -1, -1)
@@ -87,8 +130,8 @@ def append_tokens(
         if token_bias is None:
             token_bias = torch.zeros(text.shape[1], dtype=torch.float32, device=text.device)
         value = 0.0 if bias is None else bias
-        added = token_bias.new_full((extra.shape[1],), value)
-        token_bias = torch.cat([token_bias, added])
+        added = torch.as_tensor(value, dtype=token_bias.dtype, device=token_bias.device)
+        token_bias = torch.cat([token_bias, added.expand(extra.shape[1])])
     return PromptEmbeddings(
         tokens=torch.cat([text, extra], dim=1), pooled=prompt.pooled, token_bias=token_bias
     )

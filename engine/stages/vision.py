@@ -1,7 +1,9 @@
 """Vision stage: SigLIP features of the Redux reference portraits (the expensive part).
 
-Keyed by the image digests, the SigLIP weights and the preprocessing only, so moving a
-strength, the blend mode or the prompt balance never re-encodes the images.
+Keyed by the image digests, the SigLIP weights and the preprocessing only (each
+reference's image mode: centre crop or ReduxAdvanced's keep aspect ratio), so moving a
+strength, the blend mode, the prompt balance or a downsampling setting never re-encodes the
+images.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import torch
 from engine.errors import InputError
 from engine.graph import StageContext
 from engine.recipe import Recipe, ReduxParams
-from engine.redux.encoder import CROP, siglip_features
+from engine.redux.encoder import CROP, LETTERBOX, siglip_features
 from engine.redux.models import redux_models
+
+# The recipe's image modes as the encoder's crop modes.
+IMAGE_MODE_CROPS = {"center_crop": CROP, "keep_aspect": LETTERBOX}
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,7 @@ class VisionParams:
     slots: tuple[int, ...]  # which references (1, 2) are set, in order
     digests: tuple[str, ...]
     siglip: str  # identity of the SigLIP weights
-    crop: str
+    crops: tuple[str, ...]  # per reference
     dtype: str
 
 
@@ -63,10 +68,12 @@ class VisionStage:
         slots = reference_slots(recipe.redux)
         digests = tuple(env.images.require(getattr(recipe.redux, f"image{i}")) for i in slots)
         models = redux_models(env)
-        return VisionParams(slots, digests, models.identity("siglip"), CROP, str(models.dtype))
+        modes = (getattr(recipe.redux, f"advanced{i}").image_mode for i in slots)
+        crops = tuple(IMAGE_MODE_CROPS[mode] for mode in modes)
+        return VisionParams(slots, digests, models.identity("siglip"), crops, str(models.dtype))
 
     def run(self, ctx: StageContext, params: VisionParams, upstream: dict) -> VisionFeatures:
         ctx.step(self.name, 0, 1, "encoding the reference portraits")
         siglip = redux_models(ctx.services).siglip()
         images = [ctx.services.images.load(digest) for digest in params.digests]
-        return VisionFeatures(siglip_features(siglip, images, params.crop), params.slots)
+        return VisionFeatures(siglip_features(siglip, images, params.crops), params.slots)

@@ -1,5 +1,6 @@
 """Tab "Redux blend" (suite group 1, seed 000 §3): two reference portraits blended into the
-conditioning, their strengths, the blend mode and the prompt balance.
+conditioning, their strengths (and, in a closed accordion each, ReduxAdvanced's settings and
+an attention bias), the blend mode and the prompt balance.
 
 The uploads are file boxes, like the img2img start image: the engine checks and stores each
 picture and says what is wrong with a bad one, and the stored digest goes into the recipe
@@ -27,6 +28,13 @@ from studio.uploads import store_upload, stored_image
 
 TITLE = "Redux blend"
 REFERENCES = (1, 2)
+ADVANCED_FIELDS = (
+    "downsampling_factor",
+    "downsampling_function",
+    "weight",
+    "image_mode",
+    "attention_bias",
+)
 # Seed 000 §5.4: "0.45-0.55 retains identity for img2img Redux workflows".
 IDENTITY_DENOISE = 0.5
 GUIDELINES = (
@@ -57,6 +65,7 @@ class ReduxPanel:
     """The tab's components that are not recipe fields."""
 
     references: dict[int, ReferenceBox]
+    advanced: dict[int, gr.Accordion]  # each reference's ReduxAdvanced settings, closed
     start: gr.Button
     start_info: gr.Markdown
 
@@ -65,12 +74,13 @@ def build_redux_tab(controls: Controls, recipe: Recipe) -> ReduxPanel:
     """Lay out the tab's controls (inside the current Tab context)."""
     gr.Markdown(GUIDELINES, elem_classes=["ps-hint"], elem_id="ps-redux-guidelines")
     controls.add("redux.enabled", recipe)
-    boxes = {}
+    boxes, advanced = {}, {}
     with gr.Row(equal_height=False):
         for n in REFERENCES:
             with gr.Column(min_width=220):
                 boxes[n] = _reference_box(n)
                 controls.add(f"redux.strength{n}", recipe)
+                advanced[n] = _advanced_accordion(n, controls, recipe)
     controls.add("redux.mode", recipe)
     controls.add("redux.prompt_balance", recipe)
     with gr.Group(elem_id="ps-redux-start-group"):
@@ -78,7 +88,16 @@ def build_redux_tab(controls: Controls, recipe: Recipe) -> ReduxPanel:
         start_info = gr.Markdown(
             START_INFO, elem_id="ps-redux-start-info", elem_classes=["ps-hint"]
         )
-    return ReduxPanel(boxes, start, start_info)
+    return ReduxPanel(boxes, advanced, start, start_info)
+
+
+def _advanced_accordion(n: int, controls: Controls, recipe: Recipe) -> gr.Accordion:
+    with gr.Accordion(
+        "Advanced (ReduxAdvanced)", open=False, elem_id=f"ps-redux-advanced-{n}"
+    ) as accordion:
+        for name in ADVANCED_FIELDS:
+            controls.add(f"redux.advanced{n}.{name}", recipe)
+    return accordion
 
 
 def _reference_box(n: int) -> ReferenceBox:
