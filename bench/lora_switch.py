@@ -5,7 +5,7 @@ is 12 B parameters, more than a 24 GB CPU machine can hold in fp32, so the width
 4 heads x 128 (512) and says so. A strength change (set_adapters) walks the LoRA layers,
 whose number is the real one here; a reload also reads and copies the LoRA tensors, which
 grow with width, so the ratio at the real width should be no worse than the one printed.
-Weights are left uninitialised (never run); the LoRAs are random rank-16 updates on the
+Weights are zeros (never run); the LoRAs are random rank-16 updates on the
 attention projections (two peft files, one Kohya file), read from the OS page cache after
 the first load. A fourth file is a LyCORIS LoKr on the 38 double-block attention projections,
 which the stack merges into the weights (engine/lora/merged.py): a strength change re-merges
@@ -54,7 +54,7 @@ class Bundle:
 
 
 def build_transformer(heads: int, device: torch.device, dtype: torch.dtype):
-    """Real block count, `heads` x 128 wide, memory allocated but not initialised."""
+    """Real block count, `heads` x 128 wide, weights zero (they are never run)."""
     with torch.device("meta"):
         model = FluxTransformer2DModel(
             patch_size=1,
@@ -69,7 +69,11 @@ def build_transformer(heads: int, device: torch.device, dtype: torch.dtype):
             axes_dims_rope=(16, 56, 56),
         )
     # Meta parameters take their dtype at once (to_empty keeps it): no fp32 copy on the GPU.
-    return model.to(dtype).to_empty(device=device).eval()
+    model = model.to(dtype).to_empty(device=device).eval()
+    with torch.no_grad():  # zeros, not leftover memory: the LoKr merge does arithmetic on
+        for param in model.parameters():  # these weights, and denormals would slow it down
+            param.zero_()
+    return model
 
 
 def peft_file(width: int, rank: int, seed: int) -> dict[str, torch.Tensor]:

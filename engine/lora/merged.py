@@ -40,6 +40,7 @@ class MergedDeltas:
     adapters: dict[str, list[DeltaPart]] = field(default_factory=dict)
     originals: dict[str, _Original] = field(default_factory=dict)
     applied: dict[str, float] = field(default_factory=dict)
+    _pending: bool = False  # adapters added or removed since the last apply()
 
     @classmethod
     def over(cls, model: torch.nn.Module) -> MergedDeltas:
@@ -53,9 +54,11 @@ class MergedDeltas:
         self.adapters[adapter] = [
             DeltaPart(p.part, p.module, p.update.to(device), p.rows) for p in parts
         ]
+        self._pending = True  # the next apply() must run even with the same weights
 
     def remove(self, adapter: str) -> None:
         if self.adapters.pop(adapter, None) is not None:
+            self._pending = True
             self.apply({k: v for k, v in self.applied.items() if k != adapter})
 
     def has(self, adapter: str) -> bool:
@@ -66,6 +69,8 @@ class MergedDeltas:
         """Make every touched layer W₀ + Σ weights[a]·ΔW_a (adapters not named: off)."""
         model = self.model_ref()
         weights = {a: w for a, w in weights.items() if a in self.adapters and w != 0.0}
+        if weights == self.applied and not self._pending:
+            return  # only other (peft) strengths moved: the merged layers are as they were
         touched = {p.module for parts in self.adapters.values() for p in parts}
         touched |= set(self.originals)
         for module in touched:
@@ -76,7 +81,7 @@ class MergedDeltas:
             _write(layer, original, parts)
             if not parts:  # back to W₀: nothing left to remember for this layer
                 self.originals.pop(module, None)
-        self.applied = weights
+        self.applied, self._pending = weights, False
 
     def _keep(self, module: str, layer: torch.nn.Module) -> _Original:
         scale = getattr(layer, "weight_scale", None)
