@@ -73,15 +73,16 @@ def check_average(
     sides = [grid_side(side, s.factor) for s in shapings]
     if len(set(sides)) > 1:
         grids = " and ".join(f"{n}×{n}" for n in sides)
-        raise InputError(
-            "Redux 'Weighted average' mixes the two references token by token, but their "
-            f"downsampling factors give grids of {grids} tokens. Give both references the "
-            "same downsampling factor, or switch the blend mode to Concatenation."
-        )
+        _refuse(f"token by token, but their downsampling factors give grids of {grids} tokens",
+                "the same downsampling factor")  # fmt: skip
     if len(set(biases)) > 1:
         values = " and ".join(f"{b:g}" for b in biases)
-        raise InputError(
-            "Redux 'Weighted average' mixes the two references into one block of tokens, "
-            f"which takes one attention bias, but theirs are {values}. Give both references "
-            "the same attention bias, or switch the blend mode to Concatenation."
-        )
+        _refuse(f"into one block of tokens, which takes one attention bias, but theirs are "
+                f"{values}", "the same attention bias")  # fmt: skip
+
+
+def _refuse(problem: str, remedy: str) -> None:
+    raise InputError(
+        f"Redux 'Weighted average' mixes the two references {problem}. Give both references "
+        f"{remedy}, or switch the blend mode to Concatenation."
+    )
