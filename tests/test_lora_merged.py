@@ -11,7 +11,7 @@ from test_lora_formats import MODEL, Built, effective_weights, lycoris, observed
 
 from engine.engine import Engine, EngineConfig
 from engine.lora import LoraStack
-from engine.lora.keys import linear_names
+from engine.lora.keys import base_layer, linear_shapes
 from engine.models.fp8_compute import Fp8Linear
 from engine.models.manager import ModelConfig, ModelManager
 from engine.recipe import ModelParams, Recipe
@@ -30,9 +30,8 @@ def lokr_only() -> Built:
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every Linear's stored tensors (under a peft wrapper: its base layer's), as bytes."""
     out = {}
-    for name in linear_names(model):
-        module = model.get_submodule(name)
-        base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    for name in linear_shapes(model):
+        base = base_layer(model.get_submodule(name))
         for tensor_name in ("weight", "bias", "weight_scale"):
             value = getattr(base, tensor_name, None)
             if value is not None:

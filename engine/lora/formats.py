@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from peft.utils.other import get_pattern_key
 
-from engine.lora.keys import KeyMap, Rows, Target, linear_names, split_prefix
+from engine.lora.keys import KeyMap, Rows, Target, split_prefix
 from engine.lora.updates import (
     ALL_SUFFIXES,
     LORA,
@@ -100,20 +100,10 @@ class ConvertedLora:
             out[f"{prefix}.{pair.module}.lora_B.weight"] = pair.up
         return out
 
-    def count(self, part: str) -> int:
-        """Source layers placed on `part`."""
-        return sum(1 for placed in self.layers.values() if placed and placed[0].part == part)
-
-    def kind_counts(self) -> dict[str, int]:
+    def families(self, unmatched: list[str]) -> dict[str, int]:
+        """`unmatched` layers by family: digits as N, plus why when we know ("DoRA")."""
         counts: dict[str, int] = {}
-        for kind in self.kinds.values():
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
-
-    def families(self) -> dict[str, int]:
-        """Unmatched layers by family: digits as N, plus why when we know ("DoRA")."""
-        counts: dict[str, int] = {}
-        for layer in self.unmatched:
+        for layer in unmatched:
             name = re.sub(r"\d+", "N", layer)
             reason = self.reasons.get(layer)
             family = f"{name} ({reason})" if reason else name
@@ -158,7 +148,6 @@ def convert(
     """Place every source layer on `models` ({part: model}), or list it as not applied."""
     result = ConvertedLora(detect_format(list(tensors)))
     keymap, config = KeyMap(models), _peft_config(metadata)
-    widths = {part: _in_out(model) for part, model in models.items() if model is not None}
     for layer, by_suffix in group_layers(tensors).items():
         try:
             if "" in by_suffix:
@@ -170,7 +159,7 @@ def convert(
             if str(exc):
                 result.reasons[layer] = str(exc)
             continue
-        placed = _place(update, keymap.targets(layer), widths)
+        placed = _place(update, keymap.targets(layer), keymap.shapes)
         if placed:
             result.layers[layer], result.kinds[layer] = placed, update.kind
         else:
@@ -178,14 +167,14 @@ def convert(
     return result
 
 
-def _place(update: Update, targets: list[Target] | None, widths: dict) -> list | None:
+def _place(update: Update, targets: list[Target] | None, shapes: dict) -> list | None:
     """The update on each target, or None if any target's shape does not fit."""
     if not targets:
         return None
     out_rows, in_features = update.shape
     placed = []
     for target in targets:
-        shape = widths.get(target.part, {}).get(target.module)
+        shape = shapes.get(target.part, {}).get(target.module)
         rows = sum(b - a for a, b in target.rows) if target.rows else out_rows
         if shape != (in_features, rows) or any(b > out_rows for _, b in target.rows):
             return None
@@ -203,16 +192,6 @@ def _on_target(update: Update, target: Target) -> LoraPair | DeltaPart:
 
 def _rows(tensor: torch.Tensor, rows: Rows) -> torch.Tensor:
     return torch.cat([tensor[a:b] for a, b in rows]) if rows else tensor
-
-
-def _in_out(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
-    """Module name -> (in_features, out_features) of every LoRA-able Linear."""
-    out = {}
-    for name in linear_names(model):
-        module = model.get_submodule(name)
-        base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
-        out[name] = (base.in_features, base.out_features)
-    return out
 
 
 def _default_scale(layer: str, config: dict[str, dict]):

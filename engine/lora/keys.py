@@ -66,31 +66,39 @@ def split(part: str, modules: list[str], widths: list[int]) -> list[Target]:
     return targets
 
 
-def linear_names(model: torch.nn.Module) -> dict[str, int]:
-    """Module name -> out_features of every Linear a LoRA can target (under peft wrappers
-    too: a wrapper stands for its base layer; the wrapper's own children are skipped)."""
-    out: dict[str, int] = {}
+def base_layer(module: torch.nn.Module) -> torch.nn.Module:
+    """The layer under a peft wrapper (a second LoRA wraps the same base), else the module."""
+    return module.get_base_layer() if hasattr(module, "get_base_layer") else module
+
+
+def linear_shapes(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """Module name -> (in_features, out_features) of every Linear a LoRA can target (under
+    peft wrappers too: a wrapper stands for its base layer; its own children are skipped)."""
+    out: dict[str, tuple[int, int]] = {}
     for name, module in model.named_modules():
         if ".base_layer" in name or ".lora_" in name or name.startswith("lora_"):
             continue
-        base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+        base = base_layer(module)
         if isinstance(base, torch.nn.Linear):
-            out[name] = base.out_features
+            out[name] = (base.in_features, base.out_features)
     return out
 
 
 class KeyMap:
-    """Source layer name -> targets, for one set of models (built once per file conversion)."""
+    """Source layer name -> targets, for one set of models (built once per file conversion),
+    and the (in, out) shape of every target module by part."""
 
     def __init__(self, models: dict[str, torch.nn.Module]) -> None:
         self._tables: dict[str, dict[str, list[Target]]] = {}
+        self.shapes: dict[str, dict[str, tuple[int, int]]] = {}
         for part, model in models.items():
             if model is None:
                 continue
-            names = linear_names(model)
-            table = {name: [Target(part, name)] for name in names}
+            shapes = self.shapes[part] = linear_shapes(model)
+            table = {name: [Target(part, name)] for name in shapes}
             if part == "transformer":
-                table |= dict(bfl_names(model, names))
+                widths = {name: out for name, (_, out) in shapes.items()}
+                table |= dict(bfl_names(model, widths))
             if part == "text":  # CLIPTextModel is flat in transformers 5; files say text_model.
                 table |= {f"text_model.{name}": targets for name, targets in table.items()}
             flat = {name.replace(".", "_"): targets for name, targets in table.items()}

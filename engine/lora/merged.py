@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.lora.formats import DeltaPart
+from engine.lora.keys import base_layer
 from engine.models.fp8_compute import Fp8Linear, quantise_weight
 
 
@@ -74,7 +75,7 @@ class MergedDeltas:
         touched = {p.module for parts in self.adapters.values() for p in parts}
         touched |= set(self.originals)
         for module in touched:
-            layer = _base(model.get_submodule(module))
+            layer = base_layer(model.get_submodule(module))
             original = self.originals.get(module) or self._keep(module, layer)
             parts = [(w, p) for a, w in weights.items() for p in self.adapters[a]
                      if p.module == module]  # fmt: skip
@@ -92,10 +93,6 @@ class MergedDeltas:
         )
         self.originals[module] = original
         return original
-
-
-def _base(module: torch.nn.Module) -> torch.nn.Module:
-    return module.get_base_layer() if hasattr(module, "get_base_layer") else module
 
 
 def _write(layer: torch.nn.Module, original: _Original, parts: list) -> None:

@@ -55,7 +55,6 @@ def build_report(name: str, converted: ConvertedLora, landed: Callable[[list], b
             matched[layer] = placed
         else:
             unmatched.append(layer)
-    converted.unmatched = unmatched  # families() names these too
     kinds: dict[str, int] = {}
     for layer in matched:
         kinds[converted.kinds[layer]] = kinds.get(converted.kinds[layer], 0) + 1
@@ -68,23 +67,23 @@ def build_report(name: str, converted: ConvertedLora, landed: Callable[[list], b
         on.count("text"),
         on.count("t5"),
         tuple(sorted(kinds.items())),
-        tuple(sorted(converted.families().items())),
+        tuple(sorted(converted.families(unmatched).items())),
     )
 
 
-def no_match_message(name: str, converted: ConvertedLora) -> str:
-    if converted.format == "unknown":
+def no_match_message(name: str, layout: str, unmatched: Sequence[str]) -> str:
+    if layout == "unknown":
         what = (
             "has no LoRA layers in a layout we know (diffusers/peft, Kohya, ComfyUI, "
             "OneTrainer, XLabs, LyCORIS)"
         )
     else:
         what = (
-            f"({converted.format} layout) matches no layer of this Flux.1 transformer, "
-            f"CLIP-L or T5: none of its {len(converted.unmatched)} layers fits"
+            f"({layout} layout) matches no layer of this Flux.1 transformer, "
+            f"CLIP-L or T5: none of its {len(unmatched)} layers fits"
         )
     return (
-        f"The LoRA {name!r} {what}; first keys: {some(sorted(converted.unmatched), 3)}. It "
+        f"The LoRA {name!r} {what}; first keys: {some(sorted(unmatched), 3)}. It "
         "is probably made for another model (SDXL, SD 1.5, Flux.2, ...): choose a Flux.1 "
         "LoRA or clear the slot."
     )

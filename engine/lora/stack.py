@@ -196,13 +196,13 @@ class LoraStack:
         present = {part: model for part, model in models.items() if model is not None}
         converted = convert(tensors, metadata, present)
         if not converted.layers:
-            raise InputError(no_match_message(name, converted))
+            raise InputError(no_match_message(name, converted.format, converted.unmatched))
         adapter = entry.name if entry is not None else self._next_name(models)
         entry = self._load(name, identity, adapter, converted, models, compute)
         self._adapters[name] = entry
         if not entry.match.matched:  # nothing landed after all: never a silent no-op
             self._delete(self._adapters.pop(name), models)
-            raise InputError(no_match_message(name, converted))
+            raise InputError(no_match_message(name, converted.format, entry.match.unmatched))
         return entry.match, True
 
     def _load(self, name, identity, adapter, converted, models, compute) -> _Adapter:
