@@ -138,7 +138,8 @@ class Engine:
     def _note_peak(self, report: RunReport) -> None:
         """The GPU's peak allocated memory, when this run used the diffusion models."""
         peak = peak_gb(self.device)
-        used_models = any(name not in ("image", "color") for name in report.ran_names)
+        stages = self.graph.stages
+        used_models = any(stages[name].uses_models for name in report.ran_names)
         if peak is not None and used_models:
             report.notes.append(f"GPU memory peak during this run: {peak:.1f} GB")
 

@@ -11,6 +11,13 @@ FP8_COMPUTE_MODES = ("auto", "on", "off")
 COMPILE_MODES = ("auto", "on", "off")
 MEMORY_MODES = ("auto", "resident", "budget")
 
+
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    """ValueError naming the setting and its choices when `value` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {choices}, not {value!r}")
+
+
 HELP = {
     "fp8_compute": "fp8 weights multiply in fp8 (auto: on GPUs with fp8 tensor cores, Ada and "
     "Hopper; off: fp8 only stores the weights)",

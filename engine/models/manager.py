@@ -34,6 +34,7 @@ from engine.models.runtime import COMPILE_MODE, Runtime, resolve_compile
 from engine.models.specs import COMPONENT_NAMES, HOW_TO_GET_WEIGHTS, WeightSpec
 from engine.models.tiny import TINY_T5_MAX_LENGTH
 from engine.recipe import ModelParams
+from engine.speed_options import FP8_COMPUTE_MODES, check_choice
 
 TINY_LABEL = "tiny random demo models (not real Flux)"
 COMPONENTS = ("transformer", "vae", "clip", "t5", "clip_tokenizer", "t5_tokenizer")
@@ -110,7 +111,7 @@ class ModelManager:
         self.facts = DeviceFacts.of(self.device)
         self.memory = plan_memory(config.memory, self.device)
         self.compiles = resolve_compile(config.compile, self.device)
-        precision_path("bf16", self.facts, config.fp8_compute)  # a bad choice fails here
+        check_choice("fp8 compute", config.fp8_compute, FP8_COMPUTE_MODES)
         self._runtime: Runtime | None = None
 
     def runtime(self) -> Runtime:

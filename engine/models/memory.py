@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.speed_options import MEMORY_MODES
+from engine.speed_options import MEMORY_MODES, check_choice
 
 # FLUX.1 in fp8 (11.9 GB) + T5-XXL in bf16 (9.5 GB) + activations at 1024² need about 24 GB.
 BUDGET_BELOW_GB = 30.0
@@ -37,8 +37,7 @@ class MemoryPlan:
 
 def plan_memory(requested: str, device: torch.device, total_gb: float | None = None) -> MemoryPlan:
     """The plan for `requested` on `device`; total_gb overrides the device's own memory."""
-    if requested not in MEMORY_MODES:
-        raise ValueError(f"memory mode must be one of {MEMORY_MODES}, not {requested!r}")
+    check_choice("memory mode", requested, MEMORY_MODES)
     mode = requested
     if mode == "auto":
         if device.type != "cuda":

@@ -21,7 +21,7 @@ from diffusers.hooks import apply_layerwise_casting
 from diffusers.models.normalization import RMSNorm as DiffusersRMSNorm
 
 from engine.models.fp8_compute import apply_fp8_compute
-from engine.speed_options import FP8_COMPUTE_MODES
+from engine.speed_options import FP8_COMPUTE_MODES, check_choice
 
 WEIGHT_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -90,8 +90,7 @@ def precision_path(weight_dtype: str, facts: DeviceFacts, fp8_compute: str = "au
     weight_dtype. fp8_compute "auto" computes in fp8 where the device has fp8 tensor cores,
     "off" never, "on" always (a CPU emulates it: for tests). e5m2 weights stay storage-only:
     the scaled matmul here takes e4m3 weights."""
-    if fp8_compute not in FP8_COMPUTE_MODES:
-        raise ValueError(f"fp8 compute must be one of {FP8_COMPUTE_MODES}, not {fp8_compute!r}")
+    check_choice("fp8 compute", fp8_compute, FP8_COMPUTE_MODES)
     if storage_dtype(weight_dtype) not in FP8_DTYPES:
         return FULL
     if weight_dtype != "fp8_e4m3fn" or fp8_compute == "off":
@@ -149,19 +148,30 @@ def apply_weight_storage(
     Call after anything that adds layers to the model (LoRA), never before: the casting
     hooks only wrap the layers that exist when it runs.
     """
-    if any(p.dtype != compute for p in model.parameters()):
-        model.to(dtype=compute)
+    _to_compute(model, compute)
     if storage == compute or path == FULL:
         return
     if path == FP8_COMPUTE:
         # Casting hooks on these layers would hand _scaled_mm bf16 weights: no hooks here.
         apply_fp8_compute(model, compute, HIGH_PRECISION_PATTERNS)
         return
+    _cast_layers(model, storage, compute, HIGH_PRECISION_PATTERNS)
+
+
+def _to_compute(model: torch.nn.Module, compute: torch.dtype) -> None:
+    if any(p.dtype != compute for p in model.parameters()):
+        model.to(dtype=compute)
+
+
+def _cast_layers(
+    model: torch.nn.Module, storage: torch.dtype, compute: torch.dtype, skip: tuple[str, ...]
+) -> None:
+    """diffusers' layerwise casting with our skip list: `storage` at rest, `compute` in use."""
     apply_layerwise_casting(
         model,
         storage_dtype=storage,
         compute_dtype=compute,
-        skip_modules_pattern=HIGH_PRECISION_PATTERNS,
+        skip_modules_pattern=skip,
         skip_modules_classes=HIGH_PRECISION_CLASSES,
     )
 
@@ -173,15 +183,8 @@ T5_HIGH_PRECISION_PATTERNS = (*HIGH_PRECISION_PATTERNS, r"\.wo$", "shared", "rel
 
 def apply_t5_fp8_storage(t5: torch.nn.Module, compute: torch.dtype) -> None:
     """Store T5's Linears in fp8 e4m3fn (about 60 % of its bytes), computing in `compute`."""
-    if any(p.dtype != compute for p in t5.parameters()):
-        t5.to(dtype=compute)
-    apply_layerwise_casting(
-        t5,
-        storage_dtype=torch.float8_e4m3fn,
-        compute_dtype=compute,
-        skip_modules_pattern=T5_HIGH_PRECISION_PATTERNS,
-        skip_modules_classes=HIGH_PRECISION_CLASSES,
-    )
+    _to_compute(t5, compute)
+    _cast_layers(t5, torch.float8_e4m3fn, compute, T5_HIGH_PRECISION_PATTERNS)
 
 
 def storage_report(model: torch.nn.Module) -> StorageReport:

@@ -10,7 +10,7 @@ import torch
 from engine.models.attention import AttentionChoice
 from engine.models.memory import MemoryPlan
 from engine.models.precision import FP8_COMPUTE, FP8_STORAGE, FULL, DeviceFacts
-from engine.speed_options import COMPILE_MODES
+from engine.speed_options import COMPILE_MODES, check_choice
 
 PRECISION_WORDS = {
     FULL: "weights in the compute dtype",
@@ -25,8 +25,7 @@ COMPILE_MODE = "default"
 
 def resolve_compile(requested: str, device: torch.device) -> bool:
     """Whether to compile the repeated blocks: "auto" compiles on CUDA only."""
-    if requested not in COMPILE_MODES:
-        raise ValueError(f"compile must be one of {COMPILE_MODES}, not {requested!r}")
+    check_choice("compile", requested, COMPILE_MODES)
     return requested == "on" or (requested == "auto" and device.type == "cuda")
 
 
