@@ -41,7 +41,14 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.random_models import build, config, peak_gb, weights_gb  # noqa: E402
+from bench.flux_variants import (  # noqa: E402
+    COMPILE_MODES,
+    DEFAULT_VARIANTS,
+    EXAMPLES,
+    PRECISIONS,
+    Variant,
+)
+from bench.random_models import build, config, weights_gb  # noqa: E402
 from engine.flux.denoiser import FluxDenoiser  # noqa: E402
 from engine.flux.fbcache import FirstBlockCache  # noqa: E402
 from engine.flux.latents import image_ids  # noqa: E402
@@ -49,57 +56,12 @@ from engine.flux.prompt import PromptEmbeddings  # noqa: E402
 from engine.flux.samplers import sample_euler  # noqa: E402
 from engine.flux.schedules import flux_mu, flux_sigmas  # noqa: E402
 from engine.models.attention import AttentionChoice, choose_attention  # noqa: E402
+from engine.models.memory import peak_gb, reset_peak  # noqa: E402
 from engine.models.precision import apply_weight_storage, pick_device  # noqa: E402
 from engine.recipe import FirstBlockCacheParams  # noqa: E402
 
-PRECISIONS = {"bf16": None, "fp8": "fp8-storage", "fp8c": "fp8-compute"}
-COMPILE_MODES = {"compile": "default", "compile-max": "max-autotune-no-cudagraphs"}
-ALIASES = {  # the names of the first version of this benchmark
-    "compile": "bf16+compile",
-    "compile-max": "bf16+compile-max",
-    "fbcache": "bf16+fbcache",
-    "compile+fbcache": "bf16+compile+fbcache",
-}
-EXAMPLES = "bf16, fp8c+compile, fp8+fbcache, fp8c+compile-max+fbcache, vae"
-# On CUDA the groups run in this order, the most telling first, so a time budget that runs
-# out (--budget-s) skips the least telling ones.
-DEFAULT_VARIANTS = {
-    "cuda": ",".join(
-        f"{kind}{cache}"
-        for kind in ("bf16", "fp8c", "fp8c+compile", "bf16+compile", "fp8", "fp8+compile")
-        for cache in ("", "+fbcache")
-    )
-    + ",vae",
-    "cpu": "bf16,fp8,fp8c,bf16+compile,bf16+fbcache,vae",
-}
 # Every relative difference is below this, so max_consecutive_hits alone sets the hit rate.
 FORCED_HIT = FirstBlockCacheParams(enabled=True, threshold=1e9, max_consecutive_hits=1)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One parsed variant name."""
-
-    precision: str
-    compile: str  # "" | "compile" | "compile-max"
-    fbcache: bool
-    fuse: bool = False  # q, k, v projections fused into one Linear (diffusers)
-
-    @classmethod
-    def parse(cls, name: str) -> Variant:
-        parts = ALIASES.get(name, name).split("+")
-        precision = parts.pop(0) if parts[0] in PRECISIONS else "bf16"
-        flags = {flag: flag in parts for flag in ("fbcache", "fuse")}
-        rest = [p for p in parts if p not in flags]
-        if len(rest) > 1 or (rest and rest[0] not in COMPILE_MODES):
-            raise ValueError(name)
-        return cls(precision, rest[0] if rest else "", **flags)
-
-    @property
-    def kind(self) -> str:
-        """The transformer it runs on: the cache variants share their plain one's."""
-        fuse = "+fuse" if self.fuse else ""
-        return self.precision + fuse + (f"+{self.compile}" if self.compile else "")
 
 
 @dataclass
@@ -215,8 +177,7 @@ def time_round(setup: Setup, model, result: Result) -> None:
     """One timed run of setup.steps steps; keeps the fastest."""
     if isinstance(model, FirstBlockCache):
         model.reset()
-    if setup.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(setup.device)
+    reset_peak(setup.device)
     total, cpu = timed(setup.device, lambda: denoise(setup, model, setup.steps))
     if total < result.total_s:
         result.total_s, result.s_per_step = total, total / setup.steps
@@ -234,8 +195,7 @@ def measure_vae(setup: Setup, repeats: int) -> Result:
     latents = torch.randn(1, 16, side, side, generator=gen).to(setup.device, torch.bfloat16)
     with torch.inference_mode():
         warmup, _ = timed(setup.device, lambda: vae.decode(latents))
-        if setup.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(setup.device)
+        reset_peak(setup.device)
         runs = [timed(setup.device, lambda: vae.decode(latents)) for _ in range(repeats)]
     wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
     result = Result("vae", wall, wall, warmup, weights_gb(vae), peak_gb=peak_gb(setup.device))

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from engine.models.memory import GB
+
 CONFIGS = Path(__file__).resolve().parents[1] / "engine" / "models" / "configs"
-GB = 1024**3
 
 
 def fill_random(model: torch.nn.Module, seed: int) -> None:
@@ -58,7 +59,3 @@ def build(make, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> to
 
 def weights_gb(model: torch.nn.Module) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / GB
-
-
-def peak_gb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else None

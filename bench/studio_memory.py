@@ -27,13 +27,21 @@ from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.random_models import GB, build, config, weights_gb  # noqa: E402
+from bench.random_models import build, config, weights_gb  # noqa: E402
 from engine.flux.denoiser import FluxDenoiser  # noqa: E402
-from engine.flux.latents import image_ids  # noqa: E402
+from engine.flux.latents import image_ids, unpack  # noqa: E402
 from engine.flux.prompt import PromptEmbeddings  # noqa: E402
 from engine.flux.samplers import sample_euler  # noqa: E402
 from engine.flux.schedules import flux_mu, flux_sigmas  # noqa: E402
-from engine.models.memory import MemoryPlan, home_device, plan_memory, visiting  # noqa: E402
+from engine.models.memory import (  # noqa: E402
+    GB,
+    MemoryPlan,
+    home_device,
+    peak_gb,
+    plan_memory,
+    reset_peak,
+    visiting,
+)
 from engine.models.precision import (  # noqa: E402
     DeviceFacts,
     apply_t5_fp8_storage,
@@ -90,9 +98,7 @@ def render(models: dict, device: torch.device, size: int, emb: PromptEmbeddings)
     x = torch.randn(1, (size // 16) ** 2, 64, generator=torch.Generator().manual_seed(1))
     sigmas = flux_sigmas("simple", 2, flux_mu(size, size)).to(device)
     tokens = sample_euler(denoiser, x.to(device), sigmas)
-    side = size // 16
-    latents = tokens.view(1, side, side, 16, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return latents.reshape(1, 16, side * 2, side * 2).to(torch.bfloat16)
+    return unpack(tokens, size, size).to(torch.bfloat16)
 
 
 def timed(device: torch.device, fn) -> tuple[float, object]:
@@ -116,13 +122,13 @@ def measure(models: dict, device: torch.device, size: int, name: str) -> Figures
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)
     idle = torch.cuda.memory_allocated(device) / GB if cuda else 0.0
     encode_s, emb = timed(device, lambda: encode(models, device, plan))
     latents = render(models, device, size, emb)
     with torch.inference_mode():
         decode_s, _ = timed(device, lambda: models["vae"].decode(latents))
-    peak = torch.cuda.max_memory_allocated(device) / GB if cuda else 0.0
+    peak = peak_gb(device) or 0.0
     sizes = {c: round(weights_gb(m), 3) for c, m in models.items()}
     return Figures(name, peak, idle, encode_s, decode_s, sizes)
 
