@@ -20,7 +20,6 @@ from engine.models.attention import choose_attention
 from engine.models.checkpoint import CheckpointError
 from engine.models.memory import home_device, plan_memory
 from engine.models.precision import (
-    FP8_DTYPES,
     DeviceFacts,
     apply_t5_fp8_storage,
     apply_weight_storage,
@@ -199,8 +198,7 @@ class ModelManager:
 
     def _keeps_fp8(self, spec: WeightSpec) -> bool:
         """An fp8 file on a GPU: its weights stay fp8 (a CPU computes in fp32 anyway)."""
-        fp8 = spec.detected.file_fp8 if spec.detected else ""
-        return self.device.type == "cuda" and storage_dtype(fp8 or "bf16") in FP8_DTYPES
+        return self.device.type == "cuda" and bool(spec.detected and spec.detected.file_fp8)
 
     def _load_transformer(
         self, spec: WeightSpec, files: FluxFiles, compute: torch.dtype
