@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from engine.errors import InputError
+from engine.files import atomic_write
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 MAX_PIXELS = 8192 * 8192
@@ -89,19 +88,6 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     array = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8)
     array = array.permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a, "RGB") for a in array]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ImageStore:
