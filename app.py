@@ -58,6 +58,24 @@ def parse_auth(pairs: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
+def models_dir_for(args: argparse.Namespace) -> Path | None:
+    """The models folder: --models, or for --tiny alone <data>/demo-models, whose loras/
+    then holds the tiny demo LoRA files (written at start, unchanged if already there)."""
+    if not args.tiny or args.models is not None:
+        return args.models
+    from engine.models.demo_loras import write_demo_loras  # imports torch: not at import
+
+    folder = args.data / "demo-models"
+    paths = write_demo_loras(folder / "loras")
+    logging.info(
+        "Demo mode: %d tiny demo LoRA files in %s; models folder %s.",
+        len(paths),
+        folder / "loras",
+        folder,
+    )
+    return folder
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     auth = parse_auth(args.auth)
@@ -73,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from engine.models.manager import ModelConfig
 
     models = ModelConfig(
-        models_dir=args.models,
+        models_dir=models_dir_for(args),
         diffusers_dir=args.diffusers,
         repo_id=args.repo,
         tiny=args.tiny,
