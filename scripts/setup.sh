@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv and installs what the studio needs; `--dev` adds the test tools and Chromium.
-# Re-running is cheap: pip runs again only when a requirements file changed.
+# Re-running is cheap: pip runs again only for a requirements file not installed as it is now.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,13 +16,26 @@ fi
 
 files=(requirements.txt)
 [ $dev = 1 ] && files+=(requirements-dev.txt)
-stamp=".venv/.installed-$(cat "${files[@]}" | sha256sum | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
+# One stamp per requirements file and content, so a run without --dev after one with it
+# (studio.sh after test.sh) finds everything it needs installed and installs nothing.
+stamp_of() { echo ".venv/.installed-$1-$(sha256sum "$1" | cut -c1-16)"; }
+args=()
+missing=()
+for f in "${files[@]}"; do
+  if [ -f "$(stamp_of "$f")" ]; then
+    args+=(-c "$f")  # installed already: its pins hold while the others install
+  else
+    args+=(-r "$f")
+    missing+=("$f")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing Python packages into .venv (first run takes a few minutes)..."
-  args=()
-  for f in "${files[@]}"; do args+=(-r "$f"); done
   .venv/bin/python -m pip install --disable-pip-version-check -q "${args[@]}"
-  touch "$stamp"
+  for f in "${missing[@]}"; do
+    rm -f ".venv/.installed-$f-"*  # the stamps of this file's older contents
+    touch "$(stamp_of "$f")"
+  done
 fi
 
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
