@@ -1,25 +1,77 @@
 """Presets: partial recipes in presets/*.json, laid over the current recipe in one click.
 
 A preset file is a partial recipe (the same JSON as a saved recipe, any subset of it)
-plus three metadata keys at the top level that are stripped before the overlay:
-"label" (required), "description" and "order" (a sort key for the dropdown). Loading
-validates the partial recipe over the default recipe, so a broken file is reported by
-name and never reaches a render. Pure JSON: no gradio, no torch.
+plus metadata keys at the top level that are stripped before the overlay: "label"
+(required), "description", "order" (a sort key for the dropdown) and "lora_sources" (where
+to get each LoRA file it names). Loading validates the partial recipe over the default
+recipe, so a broken file is reported by name and never reaches a render.
+
+Applying checks the preset's LoRA slots against the files in <models>/loras: a slot that
+is on stays on when its file is there and is switched off, with a message saying what to
+do, when it is not. Pure JSON and text: no gradio, no torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cache
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from engine.errors import RecipeError
 from engine.recipe import Recipe
-from engine.recipe_json import overlay, recipe_from_dict
+from engine.recipe_json import field_paths, get_path, overlay, recipe_from_dict
+from studio.bindings import BINDINGS, LORAS, Binding
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
-META_KEYS = ("label", "description", "order")
+META_KEYS = ("label", "description", "order", "lora_sources")
+LORAS_FOLDER = "<models>/loras"
+
+
+@dataclass(frozen=True)
+class LoraCheck:
+    """A LoRA slot that a preset switches on, looked up among the files in <models>/loras."""
+
+    slot: int  # counted from 1, as the page shows
+    file: str  # as the preset names it
+    found: str  # its name in loras/ ("" when the file is not there)
+    source: str = ""  # where to get the file (the preset's "lora_sources")
+
+    def missing(self) -> str:
+        """What the person does to get the file."""
+        source = f" (from {self.source})" if self.source else ""
+        return f"Put {self.file}{source} in {LORAS_FOLDER}"
+
+    def applied_text(self) -> str:
+        """The line under an applied preset."""
+        if not self.found:
+            return (
+                f"LoRA slot {self.slot} stays off: {self.file} is not in the loras/ folder of "
+                f"the models folder. {self.missing()} and apply the preset again."
+            )
+        where = "" if self.found == self.file else f" as {self.found}"
+        return f"LoRA slot {self.slot} is on: {self.file} is in {LORAS_FOLDER}{where}."
+
+    def preview_text(self) -> str:
+        """The line under the dropdown, before the preset is applied ("" when found)."""
+        if self.found:
+            return ""
+        return (
+            f"{self.file} is not in the loras/ folder of the models folder, so applying leaves "
+            f"LoRA slot {self.slot} off. {self.missing()} first."
+        )
+
+
+@dataclass(frozen=True)
+class AppliedPreset:
+    """A recipe with a preset laid over it, and what became of the preset's LoRA slots."""
+
+    recipe: Recipe
+    loras: tuple[LoraCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -31,10 +83,251 @@ class Preset:
     description: str
     order: int
     partial: dict[str, Any]
+    lora_sources: Mapping[str, str] = field(default_factory=dict)
 
     def apply(self, recipe: Recipe) -> Recipe:
         """`recipe` with this preset laid over it (lists such as the LoRA stack replace)."""
         return overlay(recipe, self.partial)
+
+    def apply_checked(self, recipe: Recipe, lora_files: Iterable[str]) -> AppliedPreset:
+        """`apply`, then every LoRA slot of the preset that is on stays on only if its file
+        is among `lora_files` (the names in <models>/loras); a missing one is switched off."""
+        applied = self.apply(recipe)
+        if "loras" not in self.partial.get("prompt", {}):
+            return AppliedPreset(applied)
+        files = list(lora_files)
+        slots, checks = [], []
+        for number, slot in enumerate(applied.prompt.loras, start=1):
+            if slot.enabled and slot.file:
+                found = find_lora(slot.file, files)
+                source = self.lora_sources.get(slot.file, "")
+                checks.append(LoraCheck(number, slot.file, found, source))
+                slot = dataclasses.replace(slot, file=found or slot.file, enabled=bool(found))
+            slots.append(slot)
+        prompt = dataclasses.replace(applied.prompt, loras=tuple(slots))
+        return AppliedPreset(dataclasses.replace(applied, prompt=prompt), tuple(checks))
+
+    def sets(self) -> dict[str, list[str]]:
+        """What the preset sets, with its values, by recipe section (for the dropdown)."""
+        return settings_of(self.apply(Recipe()), leaf_paths(self.partial))
+
+    def preview_markdown(self, lora_files: Iterable[str]) -> str:
+        """The description under the dropdown: the hand-written text, then every field the
+        preset sets, then a warning for each LoRA file that is missing."""
+        checks = self.apply_checked(Recipe(), lora_files).loras
+        lines = bullets(self.sets())
+        lines += [f"- ⚠ {md(text)}" for c in checks if (text := c.preview_text())]
+        parts = [md(self.description)] if self.description else []
+        return "\n\n".join([*parts, "**Sets:**\n" + "\n".join(lines)])
+
+
+def find_lora(name: str, files: Iterable[str]) -> str:
+    """`name` as it is listed in loras/: the same name, else the only file in a subfolder
+    with that file name (case aside); "" when there is none."""
+    files = list(files)
+    if name in files:
+        return name
+    wanted = PurePosixPath(name).name.lower()
+    matches = [f for f in files if PurePosixPath(f).name.lower() == wanted]
+    return matches[0] if len(matches) == 1 else ""
+
+
+def leaf_paths(partial: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The dotted paths a partial recipe names (a list, such as the LoRA stack, is one)."""
+    out: set[str] = set()
+    for key, value in partial.items():
+        path = f"{prefix}.{key}" if prefix else key
+        out |= leaf_paths(value, path) if isinstance(value, dict) else {path}
+    return out
+
+
+# -- what a recipe change is called on the page (plain text; `md` escapes it) -------------
+
+# Section titles: the tab that shows the section where there is one (studio/panels/*.TITLE).
+SECTION_NAMES = {
+    "model": "Model",
+    "source": "Source image",
+    "redux": "Redux blend",
+    "prompt": "Size / LoRA / Prompt",
+    "settings": "Settings",
+    "latent": "Latent",
+    "expression": "Expression",
+    "refine": "Refine",
+    "upscale": "Upscale",
+    "color": "Color",
+}
+LONG_TEXT = 40  # characters: a longer text value is named, never quoted
+
+
+@cache
+def _bindings() -> dict[str, Binding]:
+    return {b.path: b for b in BINDINGS}
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _humanize(part: str) -> str:
+    return part.replace("_", " ")
+
+
+def field_label(path: str) -> str:
+    """The name a person sees for a recipe field: its control's label, made unambiguous
+    inside a group ("First-block cache start"), else the field name in words."""
+    parts = path.split(".")
+    bound = _bindings().get(path)
+    if bound is None and parts[-1] == "enabled":  # a switch with no control of its own
+        return _group_name(parts[:-1])
+    label = bound.label if bound else _humanize(parts[-1]).capitalize()
+    if len(parts) < 3 or parts[-1] == "enabled":
+        return label
+    group = _group_name(parts[:-1])
+    return label if label.split()[0].lower() in group.lower() else f"{group} {_lower_first(label)}"
+
+
+def _group_name(parts: list[str]) -> str:
+    """A section's title, or a group's name: the label of its on/off switch where it has one."""
+    if len(parts) == 1:
+        return SECTION_NAMES.get(parts[0], parts[0])
+    switch = _bindings().get(".".join([*parts, "enabled"]))
+    return switch.label if switch else _humanize(parts[-1]).capitalize()
+
+
+def _is_long_text(path: str, value: Any) -> bool:
+    bound = _bindings().get(path)
+    return isinstance(value, str) and (
+        (bound is not None and bound.widget == "textbox") or len(value) > LONG_TEXT
+    )
+
+
+def format_value(path: str, value: Any) -> str:
+    """A short value as the page would show it: on/off, numbers without noise, choice labels."""
+    bound = _bindings().get(path)
+    if bound is not None and bound.widget == "switch":
+        return "on" if value == bound.on else "off"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value) or "(none)"
+    if value == "":
+        return "(none)"
+    shown = dict((choice, label) for label, choice in bound.labels) if bound else {}
+    return shown.get(value, str(value))
+
+
+def _strengths(slot: Any) -> str:
+    return f"model {slot.strength_model:g}, CLIP {slot.strength_clip:g}"
+
+
+def slot_text(number: int, slot: Any) -> str:
+    """One LoRA slot in full: 'LoRA slot 1 x.safetensors (model 0.75, CLIP 0.75, on)'."""
+    trigger = f", trigger words {slot.trigger}" if slot.trigger else ""
+    state = "on" if slot.enabled else "off"
+    return f"LoRA slot {number} {slot.file} ({_strengths(slot)}, {state}{trigger})"
+
+
+def lora_changes(old: tuple, new: tuple) -> list[str]:
+    """Each LoRA slot that differs, by slot number."""
+    out = []
+    for i in range(max(len(old), len(new))):
+        a, b = (old[i] if i < len(old) else None), (new[i] if i < len(new) else None)
+        if a == b:
+            continue
+        if b is None:
+            out.append(f"LoRA slot {i + 1} {a.file} removed")
+        elif a is None or a.file != b.file:
+            out.append(slot_text(i + 1, b))
+        else:
+            out.append(f"LoRA slot {i + 1} {b.file}: " + ", ".join(_slot_diffs(a, b)))
+    return out
+
+
+def _slot_diffs(a: Any, b: Any) -> list[str]:
+    diffs = [
+        f"{name} {getattr(a, key):g} → {getattr(b, key):g}"
+        for key, name in (("strength_model", "model"), ("strength_clip", "CLIP"))
+        if getattr(a, key) != getattr(b, key)
+    ]
+    if a.enabled != b.enabled:
+        diffs.append("off → on" if b.enabled else "on → off")
+    if a.trigger != b.trigger:
+        diffs.append("trigger words changed")
+    return diffs
+
+
+def change_text(path: str, old: Any, new: Any) -> list[str]:
+    """How one changed field is named: 'Steps 25 → 10', 'Negative prompt set', LoRA slots."""
+    if path == LORAS:
+        return lora_changes(old, new)
+    label = field_label(path)
+    if _is_long_text(path, old) or _is_long_text(path, new):
+        return [f"{label} {'set' if not old else 'cleared' if not new else 'replaced'}"]
+    return [f"{label} {format_value(path, old)} → {format_value(path, new)}"]
+
+
+def setting_text(path: str, value: Any) -> list[str]:
+    """How one field a preset sets is named, with its value: 'Steps 10'."""
+    if path == LORAS:
+        return [slot_text(n, s) for n, s in enumerate(value, start=1)] or ["LoRA stack empty"]
+    if _is_long_text(path, value):
+        return [f"{field_label(path)} ({'its own text' if value else 'empty'})"]
+    return [f"{field_label(path)} {format_value(path, value)}"]
+
+
+def _section(path: str) -> str:
+    head = path.split(".")[0]
+    return SECTION_NAMES.get(head, head)
+
+
+def grouped_changes(before: Recipe, after: Recipe) -> dict[str, list[str]]:
+    """Every field that differs, named as the page names it, by recipe section."""
+    out: dict[str, list[str]] = {}
+    for path, _ in field_paths():
+        old, new = get_path(before, path), get_path(after, path)
+        if old != new:
+            out.setdefault(_section(path), []).extend(change_text(path, old, new))
+    return out
+
+
+def changed_fields(before: Recipe, after: Recipe) -> list[str]:
+    """Every field that differs, in recipe order (see `grouped_changes`)."""
+    return [item for items in grouped_changes(before, after).values() for item in items]
+
+
+def settings_of(recipe: Recipe, paths: set[str]) -> dict[str, list[str]]:
+    """The named fields (`paths`, leaf paths of a partial recipe) with their values."""
+    out: dict[str, list[str]] = {}
+    for path, _ in field_paths():
+        if path in paths:
+            out.setdefault(_section(path), []).extend(setting_text(path, get_path(recipe, path)))
+    return out
+
+
+def md(text: str) -> str:
+    """Plain text shown literally in Markdown."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", text)
+
+
+def bullets(groups: Mapping[str, list[str]]) -> list[str]:
+    """One Markdown bullet per section: '- **Settings:** Steps 25 → 10, ...'."""
+    return [f"- **{md(section)}:** {md(', '.join(items))}" for section, items in groups.items()]
+
+
+def applied_markdown(label: str, before: Recipe, applied: AppliedPreset) -> str:
+    """The message after a preset was applied: every change by section, then the LoRA
+    slots it switched on or had to leave off."""
+    groups = grouped_changes(before, applied.recipe)
+    count = sum(len(items) for items in groups.values())
+    lines = bullets(groups)
+    lines += [f"- {'' if c.found else '⚠ '}{md(c.applied_text())}" for c in applied.loras]
+    if not count:
+        head = f"Applied **{md(label)}**: nothing changed, the tabs already hold its values."
+    else:
+        head = f"Applied **{md(label)}**, {count} change{'s' if count > 1 else ''}:"
+    return "\n".join([head, *lines])
 
 
 @dataclass
@@ -61,6 +354,7 @@ def parse_preset(preset_id: str, data: Any) -> Preset:
         raise RecipeError(f"Preset {preset_id!r}: expected a JSON object at the top level.")
     partial = {k: v for k, v in data.items() if k not in META_KEYS}
     label, description, order = data.get("label"), data.get("description", ""), data.get("order")
+    sources = data.get("lora_sources", {})
     if not isinstance(label, str) or not label.strip():
         raise RecipeError(f'Preset {preset_id!r}: needs a non-empty "label" string.')
     if not isinstance(description, str):
@@ -69,11 +363,15 @@ def parse_preset(preset_id: str, data: Any) -> Preset:
         order = 1000
     if not isinstance(order, int) or isinstance(order, bool):
         raise RecipeError(f'Preset {preset_id!r}: "order" must be an integer.')
+    if not isinstance(sources, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in sources.items()
+    ):
+        raise RecipeError(f'Preset {preset_id!r}: "lora_sources" must map LoRA file names to text.')
     try:
         recipe_from_dict(partial, Recipe())
     except RecipeError as exc:
         raise RecipeError(f"Preset {preset_id!r}: {exc}") from exc
-    return Preset(preset_id, label.strip(), description.strip(), order, partial)
+    return Preset(preset_id, label.strip(), description.strip(), order, partial, sources)
 
 
 def load_preset(path: Path) -> Preset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -9,12 +10,21 @@ from typing import Any
 
 import pytest
 
+from conftest import FRECKLES, SKIN, StudioPage, build_studio_page
 from engine.errors import NotAvailableError, StudioError
 from engine.recipe import MAX_SEED, Recipe
 from engine.recipe_json import recipe_from_dict
 from studio.golden_seeds import GoldenSeeds, GoldenSeedsError
-from studio.panels.settings import FIXED, LAST, RANDOMIZE, changed_fields, draw_seed, seed_for_run
-from studio.presets import META_KEYS, PRESETS_DIR, load_preset, load_presets
+from studio.panels.settings import FIXED, LAST, RANDOMIZE, draw_seed, seed_for_run
+from studio.presets import (
+    META_KEYS,
+    PRESETS_DIR,
+    changed_fields,
+    field_label,
+    find_lora,
+    load_preset,
+    load_presets,
+)
 
 EXPECTED = {
     "core",
@@ -26,6 +36,7 @@ EXPECTED = {
     "turbo_premium",
     "speed_mode",
 }
+TURBO = "FLUX.1-Turbo-Alpha.safetensors"
 # seed 004's tier table: steps, true CFG, Turbo LoRA strength
 TURBO_ROWS = {
     "turbo_fast": (8, 1.5, 0.8),
@@ -105,9 +116,14 @@ def test_turbo_rows_match_the_tier_table(presets: dict[str, Recipe], preset_id: 
     assert (recipe.prompt.width, recipe.prompt.height) == (1024, 1024)
     assert "blurry" in recipe.prompt.negative_prompt  # true CFG needs its negative prompt
     (lora,) = recipe.prompt.loras
-    assert lora.file == "FLUX.1-Turbo-Alpha.safetensors"
+    assert lora.file == TURBO
     assert lora.strength_model == lora.strength_clip == strength
-    assert not lora.enabled  # documented: LoRAs are refused by this engine version
+    assert lora.enabled  # documented: on as written, switched off on apply when missing
+    preset = load_presets().get(preset_id)
+    assert "until the studio loads" not in preset.description
+    assert (
+        "https://huggingface.co/alimama-creative/FLUX.1-Turbo-Alpha" in preset.lora_sources[TURBO]
+    )
 
 
 def test_speed_mode_follows_the_two_character_workflow(presets: dict[str, Recipe]) -> None:
@@ -149,18 +165,49 @@ def test_a_preset_keeps_what_it_does_not_name() -> None:
     assert applied.color == mine.color and applied.latent == mine.latent
 
 
-def test_the_change_list_names_the_lora_stack_by_its_label() -> None:
+def test_the_change_list_names_every_field_as_the_page_does() -> None:
     applied = load_presets().get("turbo_production").apply(Recipe())
     changes = changed_fields(Recipe(), applied)
-    assert "LoRA stack" in changes and "prompt.loras" not in changes
-    assert "Steps 25 → 10" in changes
+    assert changes == [
+        "Negative prompt set",
+        f"LoRA slot 1 {TURBO} (model 0.75, CLIP 0.75, on)",
+        "Steps 25 → 10",
+        "Flux guidance (distilled) 1.9 → 3.5",
+        "True CFG scale 1 → 2",
+    ]
+    mine = recipe_from_dict({"settings": {"seed": 2**53 - 1}, "source": {"kind": "img2img"}})
+    assert changed_fields(Recipe(), mine) == [
+        "Start from this image (img2img) off → on",
+        f"Seed 0 → {2**53 - 1}",  # never 9.0072e+15
+    ]
+
+
+def test_field_labels_are_unambiguous_inside_a_group() -> None:
+    assert field_label("settings.first_block_cache.start") == "First-block cache start"
+    assert field_label("settings.detail_daemon.bias") == "Detail Daemon bias"
+    assert field_label("settings.detail_daemon.amount") == "Detail amount"
+    assert field_label("settings.lying_sigma.dishonesty") == "Lying Sigma dishonesty factor"
+    assert field_label("color.tone.saturation") == "Saturation"
+    assert field_label("expression.enabled") == "Expression"
+    assert field_label("expression.rotate_pitch") == "Rotate pitch"  # no control: in words
+
+
+def test_a_lora_file_is_found_by_name_or_alone_in_a_subfolder() -> None:
+    assert find_lora(TURBO, [SKIN, TURBO]) == TURBO
+    assert find_lora(TURBO, ["turbo/flux.1-turbo-alpha.safetensors"]) == (
+        "turbo/flux.1-turbo-alpha.safetensors"
+    )
+    assert find_lora(TURBO, [f"a/{TURBO}", f"b/{TURBO}"]) == ""  # which one? neither
+    assert find_lora(TURBO, [SKIN]) == ""
 
 
 def test_every_preset_renders_on_the_tiny_engine(tiny_engine: Any) -> None:
     """At 64² and 3 steps so that it is quick; a feature this engine lacks may be refused."""
     quick = {"prompt": {"width": 64, "height": 64}, "settings": {"steps": 3}}
+    files = tiny_engine.list_loras()
     for preset in load_presets().presets:
-        recipe = recipe_from_dict(quick, preset.apply(tiny_engine.default_recipe()))
+        applied = preset.apply_checked(tiny_engine.default_recipe(), files)
+        recipe = recipe_from_dict(quick, applied.recipe)
         try:
             result = tiny_engine.run(recipe, save=False)
         except NotAvailableError as exc:
@@ -184,6 +231,149 @@ def test_bad_preset_files_are_reported_by_name_and_skipped(tmp_path: Path) -> No
     assert "'unknown'" in text and "stepz" in text
     with pytest.raises(StudioError, match="no preset"):
         library.get("missing")
+
+
+# -- the Settings tab's preset handlers ----------------------------------------------------
+
+MISSING_TURBO = (
+    "- ⚠ LoRA slot 1 stays off: FLUX.1-Turbo-Alpha.safetensors is not in the loras/ folder "
+    "of the models folder. Put FLUX.1-Turbo-Alpha.safetensors (from "
+    "https://huggingface.co/alimama-creative/FLUX.1-Turbo-Alpha, where the file is called "
+    "diffusion\\_pytorch\\_model.safetensors) in \\<models\\>/loras and apply the preset again."
+)
+
+
+@pytest.fixture
+def page(tiny_engine: Any, tmp_path: Path) -> StudioPage:
+    """The studio's tabs over the tiny engine, whose loras/ holds SKIN and FRECKLES only."""
+    built = build_studio_page(tiny_engine, tmp_path / "golden_seeds.json")
+    settings = dataclasses.replace(built.settings, lora_files=tiny_engine.list_loras)
+    return dataclasses.replace(built, settings=settings)
+
+
+def apply(page: StudioPage, preset_id: str, recipe: Recipe) -> tuple[dict, Recipe]:
+    """Apply a preset over `recipe` on the page: the updates, and the session's new recipe."""
+    data = page.values(recipe, {page.tab.preset: preset_id})
+    updates = page.settings.apply_preset(data)
+    return updates, data[page.state].base
+
+
+def test_applying_says_every_change_by_section_with_no_more(page: StudioPage) -> None:
+    core = load_presets().get("core").apply(Recipe())
+    updates, applied = apply(page, "turbo_production", core)
+    message = updates[page.tab.message]
+    assert message == "\n".join(
+        [
+            "Applied **Turbo · production (10 steps, CFG 2.0)**, 8 changes:",
+            "- **Size / LoRA / Prompt:** Negative prompt set, LoRA slot 1 "
+            "FLUX.1-Turbo-Alpha.safetensors (model 0.75, CLIP 0.75, off)",
+            "- **Settings:** Scheduler beta → simple, Steps 25 → 10, Flux guidance (distilled) "
+            "1.9 → 3.5, True CFG scale 1 → 2, Detail Daemon on → off, Lying Sigma on → off",
+            MISSING_TURBO,
+        ]
+    )
+    assert "more" not in message and len(changed_fields(core, applied)) == 8
+    row = page.controls.lora_row(0)
+    assert updates[row["file"]] == TURBO and updates[row["enabled"]] is False
+    assert not applied.prompt.loras[0].enabled  # missing: off in the recipe, renders work
+    again, same = apply(page, "turbo_production", applied)
+    assert same == applied
+    assert again[page.tab.message] == "\n".join(
+        [
+            "Applied **Turbo · production (10 steps, CFG 2.0)**: nothing changed, the tabs "
+            "already hold its values.",
+            MISSING_TURBO,
+        ]
+    )
+
+
+def test_a_preset_lora_that_is_in_the_loras_folder_is_switched_on(
+    page: StudioPage, tmp_path: Path
+) -> None:
+    (tmp_path / "presets").mkdir()
+    preset = {
+        "label": "Skin and freckles",
+        "lora_sources": {"gone.safetensors": "the LoRA library"},
+        "prompt": {
+            "loras": [
+                {"file": SKIN, "strength_model": 0.4, "strength_clip": 0.3},
+                {"file": "gone.safetensors", "strength_model": 0.2},
+                {"file": FRECKLES, "strength_model": 0.1, "enabled": False},
+            ]
+        },
+    }
+    (tmp_path / "presets" / "skin.json").write_text(json.dumps(preset))
+    page.settings.presets = load_presets(tmp_path / "presets")
+    updates, applied = apply(page, "skin", Recipe())
+    assert [(s.file, s.enabled) for s in applied.prompt.loras] == [
+        (SKIN, True),
+        ("gone.safetensors", False),  # not in loras/: switched off
+        (FRECKLES, False),  # written off: left off, though the file is there
+    ]
+    assert [updates[page.controls.lora_row(r)["enabled"]] for r in range(3)] == [
+        True,
+        False,
+        False,
+    ]
+    assert updates[page.tab.message] == "\n".join(
+        [
+            "Applied **Skin and freckles**, 3 changes:",
+            "- **Size / LoRA / Prompt:** "
+            "LoRA slot 1 skin\\_detail.safetensors (model 0.4, CLIP 0.3, on), "
+            "LoRA slot 2 gone.safetensors (model 0.2, CLIP 1, off), "
+            "LoRA slot 3 freckles.safetensors (model 0.1, CLIP 1, off)",
+            "- LoRA slot 1 is on: skin\\_detail.safetensors is in \\<models\\>/loras.",
+            "- ⚠ LoRA slot 2 stays off: gone.safetensors is not in the loras/ folder of the "
+            "models folder. Put gone.safetensors (from the LoRA library) in \\<models\\>/loras "
+            "and apply the preset again.",
+        ]
+    )
+
+
+def test_a_turbo_preset_switches_its_lora_on_once_the_file_is_there(page: StudioPage) -> None:
+    files = [SKIN, TURBO]
+    settings = dataclasses.replace(page.settings, lora_files=lambda: files)
+    data = page.values(Recipe(), {page.tab.preset: "turbo_fast"})
+    updates = settings.apply_preset(data)
+    assert data[page.state].base.prompt.loras[0].enabled
+    assert updates[page.controls.lora_row(0)["enabled"]] is True
+    message = updates[page.tab.message]
+    assert f"LoRA slot 1 {TURBO} (model 0.8, CLIP 0.8, on)" in message
+    assert message.endswith(f"\n- LoRA slot 1 is on: {TURBO} is in \\<models\\>/loras.")
+    assert "⚠" not in message
+
+
+def test_the_description_lists_what_the_preset_sets(page: StudioPage) -> None:
+    text = page.settings.describe_preset("speed_mode")[page.tab.preset_info]
+    description = load_presets().get("speed_mode").description.replace("_", "\\_")
+    assert text == (
+        f"{description}\n\n**Sets:**\n"
+        "- **Size / LoRA / Prompt:** Width 768, Height 768, Resolution multiplier 1\n"
+        "- **Settings:** Sampler euler\\_ancestral, Scheduler sgm\\_uniform, Steps 18, "
+        "Flux guidance (distilled) 3.5, True CFG scale 1, Max shift 1.15, Base shift 0.5, "
+        "Detail Daemon off, Lying Sigma off, First-block cache off"
+    )
+    turbo = page.settings.describe_preset("turbo_quality")[page.tab.preset_info]
+    assert "Negative prompt (its own text)" in turbo and "Steps 12" in turbo
+    assert f"LoRA slot 1 {TURBO} (model 0.7, CLIP 0.7, on)" in turbo
+    assert turbo.endswith(
+        f"- ⚠ {TURBO} is not in the loras/ folder of the models folder, so applying leaves "
+        f"LoRA slot 1 off. Put {TURBO} (from https://huggingface.co/alimama-creative/"
+        "FLUX.1-Turbo-Alpha, where the file is called diffusion\\_pytorch\\_model.safetensors) "
+        "in \\<models\\>/loras first."
+    )
+    assert "no preset" in page.settings.describe_preset("nope")[page.tab.preset_info]
+    assert page.settings.describe_preset(None)[page.tab.preset_info] == ""
+
+
+def test_saving_a_golden_seed_pops_a_toast(page: StudioPage, capsys: Any) -> None:
+    # Outside a running page gr.Info prints and gr.Warning warns (gradio.helpers.log_message).
+    saved = page.settings.save_golden("close crop", "", 4711.0)
+    assert saved[page.tab.message] == "Saved golden seed **close crop** = 4711."
+    assert capsys.readouterr().out.strip() == "Saved golden seed close crop = 4711."
+    with pytest.warns(UserWarning, match=r"^Golden seed not saved\. .*needs a name"):
+        refused = page.settings.save_golden("", "", 1)
+    assert refused[page.tab.message].startswith("**Not saved.**")
 
 
 # -- golden seeds -----------------------------------------------------------------------

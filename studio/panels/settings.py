@@ -9,8 +9,9 @@ previous run's seed; "New fixed random" draws one and switches to fixed.
 
 from __future__ import annotations
 
+import html
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,18 +19,15 @@ import gradio as gr
 
 from engine.errors import StudioError
 from engine.recipe import MAX_SEED, Recipe
-from engine.recipe_json import field_paths, get_path
-from studio.bindings import BINDINGS, LORAS, LORAS_LABEL
 from studio.controls import Controls
 from studio.golden_seeds import GoldenSeeds
-from studio.presets import PresetLibrary
+from studio.presets import PresetLibrary, applied_markdown
 from studio.session import Session
 
 TITLE = "Settings"
 RANDOMIZE, FIXED, LAST = "randomize", "fixed", "last"
 SEED_MODES = (("Randomize each time", RANDOMIZE), ("Fixed", FIXED), ("Use last", LAST))
 DEFAULT_SEED_MODE = RANDOMIZE  # the suite starts exploring with seed -1
-SHOWN_CHANGES = 6
 INLINE = ["ps-inline-button"]  # a button beside a field: natural size, on the field's baseline
 
 Updates = dict[gr.Component, Any]
@@ -181,22 +179,12 @@ def problems_markdown(problems: list[str]) -> str:
     return "**Some presets could not be loaded:**\n" + "\n".join(f"- {p}" for p in problems)
 
 
-def changed_fields(before: Recipe, after: Recipe) -> list[str]:
-    """'label old → new' for every leaf field that differs (bound labels where known)."""
-    labels = {b.path: b.label for b in BINDINGS} | {LORAS: LORAS_LABEL}
-    out = []
-    for path, _ in field_paths():
-        old, new = get_path(before, path), get_path(after, path)
-        if old != new:
-            name = labels.get(path, path)
-            if isinstance(old, (int, float)) and isinstance(new, (int, float)):
-                out.append(f"{name} {old:g} → {new:g}")
-            else:
-                out.append(name)
-    return out
-
-
 # -- handlers ---------------------------------------------------------------------------
+
+
+def no_lora_files() -> list[str]:
+    """The LoRA file list of a studio without a models folder."""
+    return []
 
 
 @dataclass(eq=False)
@@ -208,16 +196,20 @@ class SettingsCallbacks:
     state: gr.State
     presets: PresetLibrary
     golden: GoldenSeeds
+    # File names in <models>/loras (the engine's list_loras); studio never imports the engine.
+    lora_files: Callable[[], list[str]] = no_lora_files
 
     def describe_preset(self, preset_id: str | None) -> Updates:
+        """The preset's description and every field it sets, with missing LoRA files."""
         try:
-            text = self.presets.get(preset_id).description if preset_id else ""
+            text = self.presets.get(preset_id).preview_markdown(self._loras()) if preset_id else ""
         except StudioError as exc:
             text = str(exc)
         return {self.panel.preset_info: text}
 
     def apply_preset(self, data: Mapping[gr.Component, Any]) -> Updates:
-        """Lay the chosen preset over the recipe on the tabs and show every field."""
+        """Lay the chosen preset over the recipe on the tabs, switch its LoRA slots on where
+        the file is in <models>/loras, and say every field that changed."""
         session: Session = data[self.state]
         preset_id = data.get(self.panel.preset)
         if not preset_id:
@@ -225,16 +217,12 @@ class SettingsCallbacks:
         try:
             preset = self.presets.get(preset_id)
             current = self.controls.recipe(session.base, data)
-            applied = preset.apply(current)
+            applied = preset.apply_checked(current, self._loras())
         except StudioError as exc:
             return self._say(f"**Preset not applied.** {exc}")
-        session.base = applied
-        changes = changed_fields(current, applied)
-        summary = ", ".join(changes[:SHOWN_CHANGES]) or "nothing changed"
-        if len(changes) > SHOWN_CHANGES:
-            summary += f" and {len(changes) - SHOWN_CHANGES} more"
-        updates: Updates = self.controls.updates(applied)
-        updates.update(self._say(f"Applied **{preset.label}**: {summary}."))
+        session.base = applied.recipe
+        updates: Updates = self.controls.updates(applied.recipe)
+        updates.update(self._say(applied_markdown(preset.label, current, applied)))
         return updates
 
     def new_fixed_seed(self, current: int | None) -> Updates:
@@ -268,7 +256,9 @@ class SettingsCallbacks:
             entry = self.golden.save(name, seed, note)
             choices = self._golden_choices()
         except StudioError as exc:
+            gr.Warning(html.escape(f"Golden seed not saved. {exc}"))  # toasts render HTML
             return self._say(f"**Not saved.** {exc}")
+        gr.Info(html.escape(f"Saved golden seed {entry.name} = {entry.seed}."))
         return {
             self.panel.golden: gr.update(choices=choices, value=entry.name),
             **self._say(f"Saved golden seed **{entry.name}** = {entry.seed}."),
@@ -288,6 +278,13 @@ class SettingsCallbacks:
             self.panel.golden_note: "",
             **self._say(f"Deleted golden seed **{name}**."),
         }
+
+    def _loras(self) -> list[str]:
+        """The LoRA files there are now; none when the folder cannot be listed."""
+        try:
+            return list(self.lora_files())
+        except (StudioError, OSError):
+            return []
 
     def _golden_choices(self) -> list[tuple[str, str]]:
         return [(g.label(), g.name) for g in self.golden.list_seeds()]
