@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from engine.metadata import read_recipe_file
 from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
 from engine.models.memory import peak_gb, reset_peak
 from engine.models.precision import pick_device
-from engine.outputs import save_outputs
+from engine.outputs import save_outputs, write_over
 from engine.recipe import ModelParams, Recipe
 from engine.redux.models import ReduxConfig, ReduxModelManager
 from engine.runtypes import CancelToken, ProgressFn, RunReport
+from engine.settled_writer import SettledWriter
 from engine.sizes import size_notes
+from engine.stage_images import StageImages
 from engine.stages.base import BaseStage
 from engine.stages.color import ColorStage
 from engine.stages.decode import DecodeStage
@@ -56,9 +59,10 @@ class RunResult:
 
     recipe: Recipe
     images: list[Image.Image]
-    artifacts: dict[str, list[Image.Image]]
+    artifacts: StageImages  # stage name -> images, converted on first access
     report: RunReport
     saved: list[Path]
+    model_label: str = ""  # the model file the PNG metadata names
 
 
 class RunScope:
@@ -104,6 +108,7 @@ class Engine:
         self._diffusion: bool | None = None
         self._lock = threading.Lock()
         self.warmup = WarmUp()
+        self.saves = SettledWriter()
 
     @property
     def lut_folders(self) -> tuple[Path, ...]:
@@ -131,9 +136,35 @@ class Engine:
         images = tensor_to_pil(artifacts["__final__"])
         label = scope.flux_files().label if _generates(recipe) else ""
         saved = save_outputs(images, recipe, self.config.outputs_dir, label) if save else []
-        stage_images = {n: tensor_to_pil(artifacts[n]) for n in IMAGE_STAGES if n in artifacts}
-        stage_images[FINAL_STAGE] = images
-        return RunResult(recipe, images, stage_images, report, saved)
+        stage_images = StageImages(
+            {n: artifacts[n] for n in IMAGE_STAGES if n in artifacts}, tensor_to_pil
+        )
+        stage_images.put(FINAL_STAGE, images)
+        return RunResult(recipe, images, stage_images, report, saved, label)
+
+    def save_as_new(self, result: RunResult) -> list[Path]:
+        """Write a result's images as new PNGs beside the earlier ones ("Keep as new")."""
+        folder = self.config.outputs_dir
+        return save_outputs(result.images, result.recipe, folder, result.model_label)
+
+    def save_settled(
+        self,
+        key: str,
+        result: RunResult,
+        paths: Sequence[Path | str],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Rewrite `paths` with this result (then call `then`) once no newer result for
+        `key` came for a moment: a re-grade updates its PNGs without waiting for the disk."""
+        images, recipe, label = list(result.images), result.recipe, result.model_label
+        files = [Path(p) for p in paths]
+
+        def job() -> None:
+            write_over(images, recipe, files, label)
+            if then is not None:
+                then()
+
+        self.saves.submit(key, job)
 
     def _note_peak(self, report: RunReport) -> None:
         """The GPU's peak allocated memory, when this run used the diffusion models."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.images import atomic_write
+from engine.files import atomic_write
 from engine.metadata import png_bytes
 from engine.recipe import Recipe
 
@@ -40,6 +40,17 @@ def save_outputs(
             atomic_write(path, data)
         paths.append(path)
     return paths
+
+
+def write_over(
+    images: list[Image.Image], recipe: Recipe, paths: list[Path], model_label: str = ""
+) -> list[Path]:
+    """Rewrite a result's own PNGs in place (a re-grade of that result), atomically."""
+    if len(paths) != len(images):
+        raise ValueError(f"{len(images)} images for {len(paths)} files")
+    for i, (image, path) in enumerate(zip(images, paths, strict=True)):
+        atomic_write(path, png_bytes(image, per_image_recipe(recipe, i), model_label))
+    return list(paths)
 
 
 def _free_name(folder: Path, stem: str) -> Path:
