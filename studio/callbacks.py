@@ -8,8 +8,6 @@ earlier results.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,19 +19,24 @@ from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json, set_path
 from engine.runtypes import CancelToken
 from studio.controls import Controls
+from studio.kept import KeptResults, gallery_value
 from studio.lora_rules import report_markdown
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
+from studio.panels.compare import kept_choices
 from studio.panels.loras import LoraCallbacks
 from studio.panels.prompt import PromptPanel
 from studio.panels.redux import ReduxCallbacks, ReduxPanel
 from studio.panels.settings import FIXED, seed_for_run
+from studio.progress import idle_html
+from studio.render_stream import Done, Failed, Step, stream_render
 from studio.session import RunView, Session
 from studio.uploads import store_upload, stored_image
 
 log = logging.getLogger(__name__)
 
 Updates = dict[gr.Component, Any]
+MaybeRequest = gr.Request | None  # Gradio passes the request to a parameter typed so
 STOPPED = "Stopped. The earlier results are kept."
 NO_START_IMAGE = (
     "'Start from this image' is on, but no start image was uploaded. Upload one under "
@@ -60,20 +63,23 @@ def failure_message(exc: BaseException) -> str:
 
 
 def run_view(requested: Recipe, result: Any) -> RunView:
-    """What the results panel needs from a RunResult (saved PNGs preferred: they carry
-    the recipe, so a download from the gallery restores the studio)."""
+    """What the results panel needs from a RunResult (its stage images stay lazy)."""
     images = list(result.images)
-    saved = [str(p) for p in result.saved]
-    finals: list[Any] = saved if saved and len(saved) == len(images) else images
-    stages = {name: list(imgs) for name, imgs in result.artifacts.items() if imgs}
     return RunView(
         requested=requested,
         rendered=result.recipe,
-        finals=finals,
-        stages=stages or {res.FINAL: finals},
+        finals=images,
+        stages=result.artifacts if result.artifacts else {res.FINAL: images},
         report_line=result.report.line(),
         notes=list(result.report.notes),
+        files=[str(p) for p in result.saved],
+        result=result,
     )
+
+
+def owner_of(request: MaybeRequest) -> str:
+    """The login name whose history this is ("" for a studio without logins)."""
+    return str(getattr(request, "username", None) or "")
 
 
 def with_source(recipe: Recipe) -> Recipe:
@@ -103,8 +109,11 @@ class StudioCallbacks:
         seed_mode: gr.Radio | None = None,
         source: PromptPanel | None = None,
         redux: ReduxPanel | None = None,
+        generate_button: gr.Button | None = None,
     ) -> None:
         self.engine = engine
+        self.generate_button = generate_button or gr.Button(visible=False)
+        self.kept = KeptResults(engine)
         self.controls = controls
         self.panel = panel
         self.state = state
@@ -113,7 +122,7 @@ class StudioCallbacks:
         self.source = source
         preview = source.source_preview if source else None
         self.redux = (
-            ReduxCallbacks(engine, controls, redux, state, panel, self._fail, preview)
+            ReduxCallbacks(engine, controls, redux, state, panel, self._not_stored, preview)
             if redux is not None
             else None
         )
@@ -131,13 +140,16 @@ class StudioCallbacks:
         )
 
     def run_outputs(self) -> list[gr.Component]:
-        """What Generate updates besides the results column and the seed."""
-        return [self.loras.panel.report] if self.loras else []
+        """What Generate updates: the results column, the seed, the button, the LoRA report."""
+        out = [*res.run_outputs(self.panel), self.controls["settings.seed"], self.generate_button]
+        return out + ([self.loras.panel.report] if self.loras else [])
 
     # -- rendering -------------------------------------------------------------------
 
-    def generate(self, data: Mapping[gr.Component, Any]) -> Iterator[Updates]:
-        """Render the recipe on the tabs, streaming progress and previews."""
+    def generate(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Iterator[Updates]:
+        """Render the recipe on the tabs: the bar and step previews where the result goes."""
         session: Session = data[self.state]
         try:
             recipe = with_source(self.controls.recipe(session.base, data))
@@ -150,89 +162,103 @@ class StudioCallbacks:
         session.last_seed = seed
         cancel = new_cancel_token(self.engine)
         session.cancel = cancel
-        starting = res.show_status(self.panel, "Starting…")
+        starting = {
+            **res.show_notice(self.panel, f"Rendering with seed {seed}…"),
+            self.panel.progress: idle_html("starting…"),
+            self.generate_button: gr.update(value="Rendering…", interactive=False),
+        }
         if "settings.seed" in self.controls.by_path:
             starting[self.controls["settings.seed"]] = seed  # show the seed this run uses
         yield starting
         try:
-            yield from self._render_streaming(session, recipe, cancel)
+            yield from self._render_streaming(session, recipe, cancel, owner_of(request))
         finally:
             if session.cancel is cancel:
                 session.cancel = None
 
-    def _render_streaming(self, session: Session, recipe: Recipe, cancel: Any) -> Iterator[Updates]:
-        events: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-        def work() -> None:
-            try:
-                result = self.engine.run(
-                    recipe, progress=lambda p: events.put(("progress", p)), cancel=cancel
-                )
-                events.put(("done", result))
-            except BaseException as exc:  # handed to the page, never lost
-                events.put(("error", exc))
-
-        threading.Thread(target=work, name="studio-render", daemon=True).start()
-        while True:
-            kind, item = events.get()
-            # Only the newest progress event is worth a round trip to the browser.
-            while kind == "progress" and not events.empty():
-                kind, item = events.get()
-            if kind == "progress":
-                yield res.show_progress(self.panel, item)
-            elif kind == "done":
-                session.remember(run_view(recipe, item))
-                updates = res.show_run(self.panel, session)
+    def _render_streaming(
+        self, session: Session, recipe: Recipe, cancel: Any, owner: str
+    ) -> Iterator[Updates]:
+        ready = {self.generate_button: gr.update(value="Generate", interactive=True)}
+        run = lambda progress: self.engine.run(recipe, progress=progress, cancel=cancel)  # noqa: E731
+        for event in stream_render(run):
+            if isinstance(event, Step):
+                yield res.show_progress(self.panel, event.view, event.preview)
+            elif isinstance(event, Done):
+                updates = self._show_new(session, run_view(recipe, event.result), owner)
+                updates.update(res.show_finished(self.panel, event.seconds))
                 if self.loras is not None:  # the match report under the LoRA stack
-                    updates[self.loras.panel.report] = report_markdown(item.report.notes)
-                yield updates
-                return
-            else:
-                yield self._fail(item)
-                return
+                    updates[self.loras.panel.report] = report_markdown(event.result.report.notes)
+                yield {**updates, **ready}
+            elif isinstance(event, Failed):
+                yield {**self._fail(event.error), self.panel.progress: "", **ready}
+
+    def _show_new(self, session: Session, view: RunView, owner: str) -> Updates:
+        """Keep a new result in the history and show it everywhere."""
+        try:
+            self.kept.add(view, owner)
+        except StudioError as exc:  # the result is still shown; the history says why not
+            gr.Warning(f"Not added to the history: {exc}")
+        session.remember(view)
+        entries = self.kept.entries(owner)
+        session.history_ids = [e.id for e in entries]
+        history = {self.panel.history: gallery_value(entries)}
+        return res.show_run(self.panel, session, history, kept_choices(entries))
 
     def stop(self, session: Session) -> Updates:
         """Ask the render in progress to stop between two steps."""
+        ready = {self.generate_button: gr.update(value="Generate", interactive=True)}
         if session.cancel is not None:
             session.cancel.cancel()
-            return res.show_status(self.panel, STOPPED)
-        return res.show_status(self.panel, "Nothing is rendering.")
+            return {**res.show_status(self.panel, STOPPED), self.panel.progress: "", **ready}
+        return {**res.show_status(self.panel, "Nothing is rendering."), **ready}
 
-    def regrade(self, data: Mapping[gr.Component, Any]) -> Updates:
-        """Re-run the last image with the Color tab's values (only the colour stage runs)."""
+    def regrade(self, data: Mapping[gr.Component, Any], request: MaybeRequest = None) -> Updates:
+        """Re-grade the result on screen in place (only the colour stage runs); its PNGs
+        and history entry follow once the grade settles."""
         session: Session = data[self.state]
         if session.last is None:
             return res.show_status(self.panel, "Colour settings apply to the next image.")
         try:
             recipe = self.controls.recipe(session.last.requested, data, prefix=COLOR)
         except StudioError as exc:
-            return self._fail(exc)
+            return self._fail(exc, "Not re-graded.")
         if recipe == session.last.requested:
-            return {}  # a blur or repeated event that changed nothing
-        return self._render(session, recipe)
+            return {self.panel.status: gr.skip()}  # a blur or repeat that changed nothing
+        try:
+            result = self.engine.run(recipe, save=False)
+        except Exception as exc:  # every failure becomes a message; the image stays
+            return self._fail(exc, "Not re-graded.")
+        session.regraded(run_view(recipe, result))
+        self.kept.regraded(session.last, owner_of(request))
+        kept = kept_choices(self.kept.entries(owner_of(request))) if session.ab_open else {}
+        return res.show_regrade(self.panel, session, kept)
 
-    def grade_upload(self, data: Mapping[gr.Component, Any]) -> Updates:
+    def grade_upload(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
         """Store an uploaded picture and grade it with the Color tab (no diffusion)."""
         session: Session = data[self.state]
         path = data[self.upload]
         if not path:
-            return {}
+            return res.show_status(self.panel, "No picture was uploaded.")
         try:
             digest = store_upload(self.engine, path)
             recipe = self.controls.recipe(session.base, data, prefix=COLOR)
             recipe = set_path(set_path(recipe, "source.kind", "image"), "source.image", digest)
-        except StudioError as exc:
-            return self._fail(exc)
-        return self._render(session, recipe)
+            result = self.engine.run(recipe)
+        except Exception as exc:  # every failure becomes a message
+            return self._fail(exc, "Not graded.")
+        return self._show_new(session, run_view(recipe, result), owner_of(request))
 
     def upload_source(self, session: Session, path: str | None, denoise: float | None) -> Updates:
         """Check and store a start image for img2img, and switch img2img on."""
         if not path or self.source is None:
-            return {}
+            return res.show_status(self.panel, "No start image was uploaded.")
         try:
             digest = store_upload(self.engine, path, "The start image")
         except StudioError as exc:
-            return self._fail(exc)
+            return self._fail(exc, "Start image not stored.")
         session.base = set_path(session.base, "source.image", digest)
         text = "Start image stored; Generate starts from it."
         if denoise is not None and denoise >= 0.9:
@@ -252,34 +278,33 @@ class StudioCallbacks:
             updates[self.source.source_preview] = None
         return updates
 
-    def _render(self, session: Session, recipe: Recipe) -> Updates:
-        try:
-            result = self.engine.run(recipe)
-        except Exception as exc:  # every failure becomes a message
-            return self._fail(exc)
-        session.remember(run_view(recipe, result))
-        return res.show_run(self.panel, session)
+    def _not_stored(self, exc: BaseException) -> Updates:
+        return self._fail(exc, "Not stored.")
 
-    def _fail(self, exc: BaseException) -> Updates:
+    def _fail(self, exc: BaseException, what: str = "Could not render.") -> Updates:
         message = failure_message(exc)
         if isinstance(exc, Cancelled):
             return res.show_status(self.panel, message)
-        gr.Warning(message.splitlines()[0] if message else "Could not render.")
-        return res.show_error(self.panel, message)
+        gr.Warning(f"{what} {message}")
+        return res.show_error(self.panel, message, what)
 
-    # -- restore, compare ------------------------------------------------------------
+    # -- restore ---------------------------------------------------------------------
 
     def restore(self, session: Session, path: str | None) -> Updates:
         """Set every tab from a PNG made by the studio or a recipe .json."""
         if not path:
-            return {}
+            return res.show_status(self.panel, "No file to restore from.")
         try:
             recipe = self.engine.read_recipe_file(Path(path))
         except StudioError as exc:
-            return self._fail(exc)
+            return self._fail(exc, "Not restored.")
+        return self.restored(session, recipe, f"Restored the recipe of {Path(path).name}.")
+
+    def restored(self, session: Session, recipe: Recipe, notice: str) -> Updates:
+        """Every tab set from `recipe` (the person's next Generate renders it)."""
         session.base = recipe
         updates: Updates = self.controls.updates(recipe)
-        updates.update(res.show_notice(self.panel, f"Restored the recipe of {Path(path).name}."))
+        updates.update(res.show_notice(self.panel, notice))
         if self.seed_mode is not None:
             updates[self.seed_mode] = FIXED  # the restored seed is the point of restoring
         if self.source is not None:
@@ -291,7 +316,7 @@ class StudioCallbacks:
         return updates
 
     def restore_outputs(self) -> list[gr.Component]:
-        """What `restore` updates besides the bound controls and the status."""
+        """What `restored` updates besides the bound controls and the status."""
         out: list[gr.Component] = [self.panel.error]
         if self.seed_mode is not None:
             out.append(self.seed_mode)
@@ -302,16 +327,6 @@ class StudioCallbacks:
         if self.loras is not None:
             out += [*self.loras.panel.rows, self.loras.panel.add]
         return out
-
-    def compare(self, session: Session, a: str | None, b: str | None) -> Updates:
-        if a and b:
-            session.compare = (a, b)
-        return res.show_compare(self.panel, session)
-
-    def select(self, session: Session, evt: gr.SelectData) -> Updates:
-        """Show the clicked batch image in the A/B slider."""
-        session.selected = int(evt.index) if isinstance(evt.index, int) else 0
-        return res.show_compare(self.panel, session)
 
     # -- API for programs ------------------------------------------------------------
 

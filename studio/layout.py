@@ -13,6 +13,7 @@ from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
 from studio.golden_seeds import GoldenSeeds
 from studio.panels import color, latent, prompt, redux, results, settings
 from studio.presets import load_presets
+from studio.results_callbacks import ResultsCallbacks
 from studio.session import Session
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
@@ -41,21 +42,22 @@ def build_ui(engine: Any) -> gr.Blocks:
     with gr.Blocks(title="Portrait Studio", analytics_enabled=False) as demo:
         state = gr.State(Session(base=recipe))  # deep-copied for each session
         _banner(engine)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=4, min_width=380):
+        with gr.Row(equal_height=False, elem_id="ps-main"):
+            with gr.Column(scale=5, min_width=420, elem_id="ps-controls"):
+                effective = prompt.build_prompt_box(controls, recipe)
                 generate, stop = _buttons(engine)
-                with gr.Tabs(elem_id="ps-tabs"):
+                with gr.Tabs(elem_id="ps-tabs", overflow_behavior="wrap"):
                     with gr.Tab(redux.TITLE, id="redux", elem_id="ps-tab-redux"):
                         references = redux.build_redux_tab(controls, recipe)
                     with gr.Tab(prompt.TITLE, id="prompt", elem_id="ps-tab-prompt"):
-                        source = prompt.build_prompt_tab(controls, recipe, engine)
+                        source = prompt.build_prompt_tab(controls, recipe, engine, effective)
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
                         tab = settings.build_settings_tab(controls, recipe, presets)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
                         latent.build_latent_tab(controls, recipe)
                     with gr.Tab(color.TITLE, id="color", elem_id="ps-tab-color"):
                         upload = color.build_color_tab(controls, recipe, engine.list_luts())
-            with gr.Column(scale=5, min_width=420):
+            with gr.Column(scale=6, min_width=420, elem_id="ps-results"):
                 panel = results.build_results()
         callbacks = StudioCallbacks(
             engine,
@@ -66,16 +68,20 @@ def build_ui(engine: Any) -> gr.Blocks:
             seed_mode=tab.seed_mode,
             source=source,
             redux=references,
+            generate_button=generate,
         )
         _wire_render(callbacks, generate, stop)
         _wire_color(callbacks)
         _wire_results(callbacks)
+        ResultsCallbacks(callbacks).wire(demo)
         _wire_source(callbacks)
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:
             callbacks.loras.wire()
-        settings.SettingsCallbacks(controls, tab, state, presets, golden).wire(demo)
+        settings.SettingsCallbacks(
+            controls, tab, state, presets, golden, lora_files=engine.list_loras
+        ).wire(demo)
         _api(callbacks)
     demo.queue(max_size=64)
     return demo
@@ -108,19 +114,22 @@ def _buttons(engine: Any) -> tuple[gr.Button, gr.Button]:
 
 
 def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> None:
+    # trigger_mode "once": clicks while a render is pending are dropped, never queued twice.
     gen_event = generate.click(
         cb.generate,
         inputs={cb.state, cb.seed_mode, *cb.controls.components()},
-        outputs=[*results.outputs(cb.panel), cb.controls["settings.seed"], *cb.run_outputs()],
+        outputs=cb.run_outputs(),
         concurrency_limit=1,
         concurrency_id=GPU,
+        trigger_mode="once",
         api_visibility="private",
         show_progress="minimal",
+        show_progress_on=[cb.panel.progress],  # the queue position shows on the bar
     )
     stop.click(
         cb.stop,
         inputs=[cb.state],
-        outputs=[cb.panel.status],
+        outputs=[cb.panel.status, cb.panel.progress, generate],
         cancels=[gen_event],
         concurrency_limit=None,
         api_visibility="private",
@@ -128,30 +137,34 @@ def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> N
 
 
 def _wire_color(cb: StudioCallbacks) -> None:
-    """Every Color control re-grades on release (sliders) or input (the rest)."""
-    triggers = []
+    """Every Color control re-grades whichever way the person changes it: a drag, arrow keys
+    or a typed number (input), a slider's release, Enter in a number box. (Not `change`:
+    restoring a recipe must not re-grade, and rewrite, the result on screen.)
+
+    One event per control, sending only that control's value: the page's cost per event
+    grows with its inputs, and the session already holds the rest of the grade.
+    """
     for component in cb.controls.components(color.PREFIX):
+        triggers = [component.input]
         if isinstance(component, gr.Slider):
             triggers.append(component.release)
         elif isinstance(component, gr.Number):
-            triggers += [component.submit, component.blur]
-        else:
-            triggers.append(component.input)
-    gr.on(
-        triggers,
-        cb.regrade,
-        inputs={cb.state, *cb.controls.components(color.PREFIX)},
-        outputs=results.outputs(cb.panel),
-        concurrency_limit=1,
-        concurrency_id=COLOR,
-        trigger_mode="always_last",
-        api_visibility="private",
-        show_progress="minimal",
-    )
+            triggers.append(component.submit)
+        gr.on(
+            triggers,
+            cb.regrade,
+            inputs={cb.state, component},
+            outputs=results.regrade_outputs(cb.panel),
+            concurrency_limit=1,
+            concurrency_id=COLOR,
+            trigger_mode="always_last",
+            api_visibility="private",
+            show_progress="hidden",
+        )
     cb.upload.upload(
         cb.grade_upload,
         inputs={cb.state, cb.upload, *cb.controls.components(color.PREFIX)},
-        outputs=results.outputs(cb.panel),
+        outputs=results.run_outputs(cb.panel),
         concurrency_limit=1,
         concurrency_id=COLOR,
         api_visibility="private",
@@ -184,21 +197,6 @@ def _wire_results(cb: StudioCallbacks) -> None:
         cb.restore,
         inputs=[cb.state, panel.restore],
         outputs=[*cb.controls.components(), panel.status, *cb.restore_outputs()],
-        concurrency_limit=None,
-        api_visibility="private",
-    )
-    gr.on(
-        [panel.compare_a.input, panel.compare_b.input],
-        cb.compare,
-        inputs=[cb.state, panel.compare_a, panel.compare_b],
-        outputs=[panel.slider],
-        concurrency_limit=None,
-        api_visibility="private",
-    )
-    panel.gallery.select(
-        cb.select,
-        inputs=[cb.state],
-        outputs=[panel.slider],
         concurrency_limit=None,
         api_visibility="private",
     )

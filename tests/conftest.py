@@ -148,14 +148,14 @@ class StudioPage:
 
 
 def build_studio_page(engine: Any, golden_seeds: Path) -> StudioPage:
-    """The Redux, Size / LoRA / Prompt and Settings tabs and the results column over
+    """The Redux, Size / LoRA / Prompt, Settings and Color tabs and the results column over
     `engine`, as build_ui lays them out; golden seeds are kept in `golden_seeds`."""
     import gradio as gr
 
     from studio.callbacks import StudioCallbacks
     from studio.controls import Controls
     from studio.golden_seeds import GoldenSeeds
-    from studio.panels import prompt, redux, results, settings
+    from studio.panels import color, prompt, redux, results, settings
     from studio.presets import load_presets
 
     recipe = engine.default_recipe()
@@ -166,8 +166,8 @@ def build_studio_page(engine: Any, golden_seeds: Path) -> StudioPage:
         references = redux.build_redux_tab(controls, recipe)
         source = prompt.build_prompt_tab(controls, recipe, engine)
         tab = settings.build_settings_tab(controls, recipe, library)
+        upload = color.build_color_tab(controls, recipe, engine.list_luts())
         panel = results.build_results()
-        upload = gr.File()
     studio = StudioCallbacks(
         engine,
         controls,
@@ -178,5 +178,7 @@ def build_studio_page(engine: Any, golden_seeds: Path) -> StudioPage:
         source=source,
         redux=references,
     )
-    handlers = settings.SettingsCallbacks(controls, tab, state, library, GoldenSeeds(golden_seeds))
+    handlers = settings.SettingsCallbacks(
+        controls, tab, state, library, GoldenSeeds(golden_seeds), lora_files=engine.list_loras
+    )
     return StudioPage(controls, state, tab, source, panel, studio, handlers)

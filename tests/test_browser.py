@@ -5,30 +5,28 @@ PS_SCREENSHOT=1 also writes docs/screenshot.png for the README.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FRECKLES, SKIN, StudioServer
 
 from bad_inputs import corrupt_png
+from browser_page import (
+    CHROMIUM,
+    browser,
+    choose,
+    drop_file,
+    move_slider,
+    open_tab,
+    page,
+    two_frames,
+    wait_for_report,
+)
+from conftest import FRECKLES, SKIN, StudioServer
 from engine.recipe_json import set_path
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
 
 pytestmark = [
@@ -40,73 +38,13 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any, studio_server: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(studio_server.url)
-    page.wait_for_selector("#ps-generate:not([disabled])")
-    yield page
-    context.close()
-
-
-def two_frames(page: Any) -> None:
-    """Let a lazily rendered tab settle before its controls are touched."""
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-
-
-def open_tab(page: Any, name: str) -> None:
-    """Click a tab, through the "More tabs" menu when it does not fit in the row."""
-    tab = page.get_by_role("tab", name=name, exact=True)
-    if tab.count():
-        tab.click()
-    else:
-        page.click("#ps-tabs button[aria-label='More tabs']")
-        page.locator("#ps-tabs .overflow-dropdown button", has_text=name).click()
-    two_frames(page)
-
-
-def wait_for_report(page: Any, pattern: str) -> str:
-    page.wait_for_function(
-        "re => new RegExp(re).test(document.querySelector('#ps-report').innerText)", arg=pattern
-    )
-    return page.inner_text("#ps-report")
-
-
-def drop_file(page: Any, selector: str, path: Path) -> None:
-    """Drop a file on an upload box the way a person drags one from the desktop."""
-    payload = base64.b64encode(path.read_bytes()).decode()
-    transfer = page.evaluate_handle(
-        """([data, name]) => {
-            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
-            const dt = new DataTransfer();
-            dt.items.add(new File([bytes], name, {type: 'image/png'}));
-            return dt;
-        }""",
-        [payload, path.name],
-    )
-    target = f"{selector} .upload-container"
-    for event in ("dragenter", "dragover", "drop"):
-        page.dispatch_event(target, event, {"dataTransfer": transfer})
-
-
 def test_generate_regrade_compare_and_a_bad_upload(page: Any, tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(corrupt_png())
     page.click("#ps-generate")
-    page.wait_for_selector("#ps-gallery img")
+    page.wait_for_selector("#ps-current img")
     first = wait_for_report(page, r"^ran: .*\bbase\b")
+    shown = page.get_attribute("#ps-current img", "src")
 
     open_tab(page, "Color")
     contrast = page.locator("#ps-color-tone-contrast input[type=range]")
@@ -115,7 +53,12 @@ def test_generate_regrade_compare_and_a_bad_upload(page: Any, tmp_path: Path) ->
     regrade = wait_for_report(page, r"^ran: color \d+ ms · cached: ")
     assert regrade != first
     assert {"text", "base", "decode"} <= set(re.split(r"[ ,·]+", regrade.split("cached:")[1]))
+    page.wait_for_function(
+        "old => document.querySelector('#ps-current img').src !== old", arg=shown
+    )
 
+    page.click("#ps-ab-box button")  # the A/B panel opens: before the grade | after it
+    page.wait_for_selector("#ps-ab [data-testid=imageslider-image]")
     top = page.locator("#ps-ab [data-testid=imageslider-image]").last
     before = top.evaluate("e => getComputedStyle(e).clipPath")
     handle = page.locator("#ps-ab [data-testid=slider]")
@@ -140,7 +83,8 @@ def test_generate_regrade_compare_and_a_bad_upload(page: Any, tmp_path: Path) ->
     drop_file(page, "#ps-grade-upload", corrupt)
     page.wait_for_selector("#ps-error", state="visible")
     assert "image" in page.inner_text("#ps-error").lower()
-    assert page.locator("#ps-gallery img").count() >= 1
+    assert "Not graded." in page.inner_text("#ps-error")
+    assert page.locator("#ps-current img").count() == 1
     assert page.inner_text("#ps-report") == regrade
 
 
@@ -158,12 +102,6 @@ def test_restore_from_a_studio_png(page: Any, tiny_engine: Any) -> None:
     )
     open_tab(page, "Settings")
     assert page.input_value("#ps-settings-seed input") == "4711"
-
-
-def choose(page: Any, selector: str, option: str) -> None:
-    """Pick `option` in a Gradio dropdown the way a person does: open it, click the entry."""
-    page.click(f"{selector} input")
-    page.get_by_role("option", name=option).click()
 
 
 def test_preset_apply_and_seed_control(page: Any) -> None:
@@ -188,7 +126,7 @@ def test_preset_apply_and_seed_control(page: Any) -> None:
     assert page.input_value("#ps-settings-cfg input[type=number]") == "2"
     assert page.input_value("#ps-settings-scheduler input") == "simple"
     assert "Applied" in page.inner_text("#ps-settings-message")
-    open_tab(page, "Size / LoRA / Prompt")
+    page.locator("#ps-negative-box button").first.click()  # above the tabs, folded
     assert "blurry" in page.input_value("#ps-prompt-negative-prompt textarea")
 
 
@@ -219,13 +157,6 @@ def test_a_start_image_upload_switches_img2img_on(page: Any, tmp_path: Path) -> 
     page.wait_for_selector("#ps-source-preview img")
 
 
-def move_slider(page: Any, selector: str, value: str) -> None:
-    """Set a Gradio slider's range input the way a drag ends (input, then pointerup)."""
-    slider = page.locator(f"{selector} input[type=range]")
-    slider.fill(value)
-    slider.dispatch_event("pointerup")
-
-
 def test_two_references_a_strength_and_generate(page: Any, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -248,7 +179,7 @@ def test_two_references_a_strength_and_generate(page: Any, tmp_path: Path) -> No
     page.click("#ps-generate")
     report = wait_for_report(page, r"^ran: .*\bredux\b")
     assert "vision" in report
-    page.wait_for_selector("#ps-gallery img")
+    page.wait_for_selector("#ps-current img")
 
 
 def test_two_lora_slots_show_the_match_report_and_their_triggers(

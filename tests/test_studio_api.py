@@ -12,11 +12,11 @@ from typing import Any
 
 import gradio as gr
 import pytest
-from conftest import StudioPage, build_studio_page
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from bad_inputs import corrupt_png, png_claiming
+from conftest import StudioPage, build_studio_page
 from engine.fields import bounds_of, choices_of
 from engine.recipe import SAMPLERS, SCHEDULERS, Recipe
 from engine.recipe_json import field_paths, recipe_from_json, recipe_to_json, set_path

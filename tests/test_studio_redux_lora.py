@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import FRECKLES, SKIN, StudioPage, build_studio_page
 from PIL import Image
 from safetensors.torch import save_file
 
 from bad_inputs import corrupt_png
+from conftest import FRECKLES, SKIN, StudioPage, build_studio_page
 from engine.errors import RecipeError
 from engine.recipe import DOWNSAMPLING_FUNCTIONS, LoraSlot, Recipe
 from engine.recipe_json import recipe_to_json, set_path
@@ -172,7 +172,10 @@ def test_start_from_reference_one_sets_the_img2img_start_image(
 ) -> None:
     session = Session(base=Recipe())
     info = page.redux.panel.start_info
-    assert "Upload reference 1 first" in page.redux.start_from_reference(session, 1.0)[info]
+    with pytest.warns(UserWarning, match="Upload reference 1 first"):
+        nothing = page.redux.start_from_reference(session, 1.0)  # a toast, not a no-op
+    assert "Upload reference 1 first" in nothing[info]
+    assert "no reference 1 yet" in nothing[page.studio.panel.status]
     page.redux.upload(1)(session, picture(tmp_path / "ref.png", (64, 64)))
     updates = page.redux.start_from_reference(session, 1.0)
     assert session.base.source.image == session.base.redux.image1

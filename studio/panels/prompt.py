@@ -1,6 +1,6 @@
-"""Tab "Size / LoRA / Prompt" (suite group 2): prompt (and the prompt as encoded, with the
-LoRA trigger words in front), negative prompt, the LoRA stack, canvas size, resolution,
-batch, and an optional start image (img2img)."""
+"""Tab "Size / LoRA / Prompt" (suite group 2): the LoRA stack, canvas size, resolution,
+batch, and an optional start image (img2img). The prompt (and the prompt as encoded, with
+the LoRA trigger words in front) and the negative prompt sit above the tabs."""
 
 from __future__ import annotations
 
@@ -26,12 +26,25 @@ class PromptPanel:
     loras: loras.LoraPanel
 
 
-def build_prompt_tab(controls: Controls, recipe: Recipe, engine: Any = None) -> PromptPanel:
+def build_prompt_box(controls: Controls, recipe: Recipe) -> gr.Markdown:
+    """The prompt, the prompt as encoded, and the negative prompt: above the tabs, always in
+    view. Returns the "as encoded" line (the LoRA stack's trigger words fill it)."""
+    with gr.Group(elem_id="ps-prompt-box"):
+        controls.add("prompt.prompt", recipe)
+        effective = gr.Markdown("", elem_id="ps-effective-prompt", elem_classes=["ps-hint"])
+        with gr.Accordion("Negative prompt", open=False, elem_id="ps-negative-box"):
+            controls.add("prompt.negative_prompt", recipe)
+    return effective
+
+
+def build_prompt_tab(
+    controls: Controls, recipe: Recipe, engine: Any = None, effective: gr.Markdown | None = None
+) -> PromptPanel:
     """Lay out the tab's controls (inside the current Tab context); `engine` lists the
-    LoRA files and the library (none without it)."""
-    controls.add("prompt.prompt", recipe)
-    effective = gr.Markdown("", elem_id="ps-effective-prompt", elem_classes=["ps-hint"])
-    controls.add("prompt.negative_prompt", recipe)
+    LoRA files and the library (none without it); the prompt itself is above the tabs
+    (`build_prompt_box`), and built here only when `effective` is not given."""
+    if effective is None:
+        effective = build_prompt_box(controls, recipe)
     stack = loras.build_lora_stack(controls, recipe, engine)
     controls.add_in_row(recipe, "prompt.width", "prompt.height")
     controls.add_in_row(recipe, "prompt.resolution", "prompt.batch_size")

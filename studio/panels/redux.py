@@ -187,7 +187,12 @@ class ReduxCallbacks:
         suite's identity-keeping 0.5 replaces it then (and the page says so)."""
         digest = session.base.redux.image1
         if not digest:
-            return {self.panel.start_info: "**Upload reference 1 first.** " + START_INFO}
+            gr.Warning("Upload reference 1 first: it becomes the img2img start image.")
+            text = "Nothing changed: there is no reference 1 yet. Upload one, then press again."
+            return {
+                self.panel.start_info: "**Upload reference 1 first.** " + START_INFO,
+                **res.show_status(self.results, text),
+            }
         session.base = set_path(session.base, "source.image", digest)
         denoise_box = self.controls["settings.denoise"]
         updates: Updates = {self.controls["source.kind"]: True}

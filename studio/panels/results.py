@@ -1,4 +1,6 @@
-"""Results: batch gallery, A/B slider, run report, progress, history, restore and download."""
+"""Results, first and large: the current image (the live preview while sampling, in the
+same place), its progress bar, errors right above it, the run report, Keep as new and the
+recipe download; below, the batch, the A/B slider, the history and restore."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ from typing import Any
 import gradio as gr
 
 from engine.recipe_json import recipe_to_json
+from studio.display import display_file
+from studio.panels import compare
+from studio.progress import ProgressView, finished_html, running_html
 from studio.session import RunView, Session
 
-PREVIOUS = "previous run (final)"
-FINAL = "final"
+Updates = dict[gr.Component, Any]
+FINAL = compare.FINAL
 
 
 @dataclass
@@ -23,126 +28,87 @@ class ResultsPanel:
 
     status: gr.Markdown
     error: gr.Markdown
-    gallery: gr.Gallery
+    progress: gr.HTML
+    current: gr.Image
     report: gr.Markdown
-    preview: gr.Image
+    keep: gr.Button
+    download: gr.DownloadButton
+    gallery: gr.Gallery
+    ab: gr.Accordion
     compare_a: gr.Dropdown
     compare_b: gr.Dropdown
+    ab_note: gr.Markdown
     slider: gr.ImageSlider
-    download: gr.DownloadButton
-    restore: gr.File
     history: gr.Gallery
+    history_delete: gr.Button
+    restore: gr.File
 
 
 def build_results() -> ResultsPanel:
     """Lay out the results column (inside the current Blocks context)."""
     status = gr.Markdown("Ready.", elem_id="ps-status")
     error = gr.Markdown("", visible=False, elem_id="ps-error", elem_classes=["ps-error"])
+    progress = gr.HTML("", elem_id="ps-progress-box")
+    current = gr.Image(
+        label="Current result",
+        interactive=False,
+        type="filepath",
+        height="min(68vh, 720px)",
+        buttons=["fullscreen"],
+        elem_id="ps-current",
+    )
+    with gr.Row(elem_id="ps-result-actions"):
+        keep = gr.Button("Keep as new", size="sm", interactive=False, elem_id="ps-keep")
+        download = gr.DownloadButton(
+            "Download recipe JSON", value=None, size="sm", interactive=False, elem_id="ps-download"
+        )
+    report = gr.Markdown("", elem_id="ps-report", elem_classes=["ps-report"])
     gallery = gr.Gallery(
-        label="Batch",
-        format="png",
-        columns=2,
-        fit_columns=False,
+        label="Batch (click one to show it large)",
+        columns=4,
         height="auto",
         object_fit="contain",
+        visible=False,
         elem_id="ps-gallery",
         interactive=False,
     )
-    report = gr.Markdown("", elem_id="ps-report", elem_classes=["ps-report"])
-    with gr.Accordion("A/B compare", open=True):
+    with gr.Accordion("A/B compare", open=False, elem_id="ps-ab-box") as ab:
         with gr.Row():
             compare_a = gr.Dropdown(label="A (left)", choices=[], elem_id="ps-compare-a")
             compare_b = gr.Dropdown(label="B (right)", choices=[], elem_id="ps-compare-b")
+        ab_note = gr.Markdown("", elem_id="ps-ab-note", elem_classes=["ps-hint"])
         slider = gr.ImageSlider(
-            label="A | B", format="png", interactive=False, elem_id="ps-ab", max_height=520
+            label="A | B", type="filepath", interactive=False, elem_id="ps-ab", max_height=560
         )
-    with gr.Accordion("Live preview", open=False):
-        preview = gr.Image(
-            label="Sampling preview",
-            format="jpeg",
+    with gr.Accordion("History (kept results, newest first)", open=True, elem_id="ps-hist-box"):
+        history = gr.Gallery(
+            label="Click one to restore its recipe and show it",
+            columns=6,
+            height=220,
+            preview=False,
+            allow_preview=False,
+            elem_id="ps-history",
             interactive=False,
-            height=256,
-            elem_id="ps-preview",
         )
-    with gr.Row():
-        restore = gr.File(
-            label="Restore from PNG / recipe JSON",
-            file_types=[".png", ".json"],
-            file_count="single",
-            elem_id="ps-restore",
-            height=120,
+        history_delete = gr.Button(
+            "Delete the entry last clicked", size="sm", elem_id="ps-history-delete"
         )
-        download = gr.DownloadButton(
-            "Download recipe JSON", value=None, interactive=False, elem_id="ps-download"
-        )
-    history = gr.Gallery(
-        label="This session",
-        format="png",
-        columns=6,
-        height=200,
-        preview=False,
-        fit_columns=False,
-        elem_id="ps-history",
-        interactive=False,
+    restore = gr.File(
+        label="Restore from a studio PNG or a recipe JSON",
+        file_types=[".png", ".json"],
+        file_count="single",
+        elem_id="ps-restore",
+        height=100,
     )
     return ResultsPanel(
-        status=status,
-        error=error,
-        gallery=gallery,
-        report=report,
-        preview=preview,
-        compare_a=compare_a,
-        compare_b=compare_b,
-        slider=slider,
-        download=download,
-        restore=restore,
-        history=history,
-    )
+        status, error, progress, current, report, keep, download, gallery, ab, compare_a,
+        compare_b, ab_note, slider, history, history_delete, restore,
+    )  # fmt: skip
 
 
 def report_markdown(view: RunView) -> str:
     """The one-line run report, then the engine's notes (rounded sizes, ...)."""
-    lines = [view.report_line]
-    lines += [f"- {note}" for note in view.notes]
-    return "\n".join(lines)
-
-
-def compare_choices(session: Session) -> list[str]:
-    """Every image the A/B slider can show for this session's last run."""
-    if session.last is None:
-        return []
-    names = list(session.last.stages)
-    return names + [PREVIOUS] if session.previous_finals else names
-
-
-def compare_pair(session: Session) -> tuple[str, str] | None:
-    """The A/B choice: the person's, while still valid; else first stage vs last stage."""
-    names = compare_choices(session)
-    if not names:
-        return None
-    if session.compare and all(n in names for n in session.compare):
-        return session.compare
-    stages = [n for n in names if n != PREVIOUS]
-    first = PREVIOUS if len(stages) == 1 and PREVIOUS in names else stages[0]
-    return first, stages[-1]
-
-
-def compare_image(session: Session, name: str) -> Any:
-    """The image called `name` for the selected batch index (None when unknown)."""
-    if session.last is None:
-        return None
-    images = session.previous_finals if name == PREVIOUS else session.last.stages.get(name)
-    if not images:
-        return None
-    return images[min(session.selected, len(images) - 1)]
-
-
-def slider_value(session: Session) -> tuple[Any, Any] | None:
-    pair = compare_pair(session)
-    if pair is None:
-        return None
-    a, b = (compare_image(session, n) for n in pair)
-    return None if a is None or b is None else (a, b)
+    return "\n".join([view.report_line, *(f"- {note}" for note in view.notes)])
 
 
 def recipe_file(view: RunView) -> str:
@@ -159,71 +125,91 @@ def recipe_file(view: RunView) -> str:
     return str(path)
 
 
-def show_run(panel: ResultsPanel, session: Session) -> dict[gr.Component, Any]:
-    """Updates that show the session's last run everywhere in the panel."""
+def show_current(panel: ResultsPanel, session: Session) -> Updates:
+    image = session.current_image()
+    return {panel.current: display_file(image) if image is not None else None}
+
+
+def show_regrade(panel: ResultsPanel, session: Session, kept: dict[str, str]) -> Updates:
+    """Only what a re-grade changes: the image on screen, the report, the recipe file."""
     view = session.last
     assert view is not None
-    pair = compare_pair(session)
-    choices = compare_choices(session)
-    return {
-        **show_notice(panel, f"Done · run {session.runs}"),
-        panel.gallery: view.finals,
+    updates = {
+        **show_notice(panel, f"Re-graded · grade {session.grades}"),
+        **show_current(panel, session),
         panel.report: report_markdown(view),
-        panel.compare_a: gr.update(choices=choices, value=pair[0] if pair else None),
-        panel.compare_b: gr.update(choices=choices, value=pair[1] if pair else None),
-        panel.slider: slider_value(session),
         panel.download: gr.update(value=recipe_file(view), interactive=True),
-        panel.history: list(session.history),
     }
-
-
-def show_compare(panel: ResultsPanel, session: Session) -> dict[gr.Component, Any]:
-    return {panel.slider: slider_value(session)}
-
-
-def show_progress(panel: ResultsPanel, progress: Any) -> dict[gr.Component, Any]:
-    """Updates for one engine Progress event (stage, step/total, message, preview)."""
-    text = f"**{progress.stage}**"
-    if progress.total:
-        text += f" · step {progress.step}/{progress.total}"
-    if progress.message:
-        text += f" · {progress.message}"
-    updates: dict[gr.Component, Any] = {panel.status: text}
-    if progress.preview is not None:
-        updates[panel.preview] = progress.preview
+    if session.ab_open:
+        updates.update(compare.slider_updates(panel.slider, panel.ab_note, session, kept))
     return updates
 
 
-def show_status(panel: ResultsPanel, text: str) -> dict[gr.Component, Any]:
+def show_run(panel: ResultsPanel, session: Session, history: Updates, kept: dict) -> Updates:
+    """Updates that show a new result everywhere in the panel (`history` updates the
+    history gallery; `kept` are the kept results the A/B slider can show)."""
+    view = session.last
+    assert view is not None
+    names = compare.compare_choices(session, kept)
+    pair = compare.default_pair(session, names) or (None, None)
+    several = len(view.finals) > 1
+    return {
+        **show_notice(panel, f"Done · run {session.runs}"),
+        **show_current(panel, session),
+        **history,
+        panel.gallery: gr.update(value=view.files or view.finals, visible=several),
+        panel.report: report_markdown(view),
+        panel.keep: gr.update(interactive=True),
+        panel.compare_a: gr.update(choices=names, value=pair[0]),
+        panel.compare_b: gr.update(choices=names, value=pair[1]),
+        **compare.slider_updates(panel.slider, panel.ab_note, session, kept),
+        panel.download: gr.update(value=recipe_file(view), interactive=True),
+    }
+
+
+def show_progress(panel: ResultsPanel, view: ProgressView, preview: Any) -> Updates:
+    """The bar, and the step preview in the current image's place."""
+    updates: Updates = {panel.progress: running_html(view)}
+    if preview is not None:
+        updates[panel.current] = display_file(preview)
+    return updates
+
+
+def show_finished(panel: ResultsPanel, seconds: float) -> Updates:
+    return {panel.progress: finished_html(seconds)}
+
+
+def show_status(panel: ResultsPanel, text: str) -> Updates:
     return {panel.status: text}
 
 
-def show_notice(panel: ResultsPanel, text: str) -> dict[gr.Component, Any]:
+def show_notice(panel: ResultsPanel, text: str) -> Updates:
     """A status line after something went right, which also hides an earlier error."""
     return {panel.status: text, panel.error: gr.update(value="", visible=False)}
 
 
-def show_error(panel: ResultsPanel, message: str) -> dict[gr.Component, Any]:
-    """A visible message; every earlier output stays as it was."""
+def show_error(panel: ResultsPanel, message: str, what: str = "Could not render.") -> Updates:
+    """The whole message right above the image; every earlier output stays as it was."""
     first, _, rest = message.partition("\n")
-    text = f"**Could not render.** {first}" + (f"\n\n{rest}" if rest else "")
+    text = f"**{what}** {first}" + (f"\n\n{rest}" if rest else "")
     return {
-        panel.status: "Not rendered: see the message below.",
+        panel.status: "Not done: see the message above the image.",
         panel.error: gr.update(value=text, visible=True),
     }
 
 
-def outputs(panel: ResultsPanel) -> list[gr.Component]:
-    """Every component a run can update."""
+def run_outputs(panel: ResultsPanel) -> list[gr.Component]:
+    """Every component a new result updates."""
     return [
-        panel.status,
-        panel.error,
-        panel.gallery,
-        panel.report,
-        panel.preview,
-        panel.compare_a,
-        panel.compare_b,
-        panel.slider,
-        panel.download,
-        panel.history,
-    ]
+        panel.status, panel.error, panel.progress, panel.current, panel.report, panel.keep,
+        panel.download, panel.gallery, panel.compare_a, panel.compare_b, panel.ab_note,
+        panel.slider, panel.history,
+    ]  # fmt: skip
+
+
+def regrade_outputs(panel: ResultsPanel) -> list[gr.Component]:
+    """What a re-grade may update (the slider only while the A/B panel is open)."""
+    return [
+        panel.status, panel.error, panel.current, panel.report, panel.download, panel.slider,
+        panel.ab_note,
+    ]  # fmt: skip
