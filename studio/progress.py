@@ -82,4 +82,4 @@ def idle_html(text: str = "") -> str:
 
 
 def finished_html(seconds: float) -> str:
-    return bar_html(1.0, f"done in {seconds:.1f} s", "done")
+    return bar_html(1.0, f"rendered in {seconds:.1f} s", "done")

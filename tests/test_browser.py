@@ -76,7 +76,9 @@ def test_generate_regrade_compare_and_a_bad_upload(page: Any, tmp_path: Path) ->
 
     if os.environ.get("PS_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.evaluate("() => window.scrollTo(0, 0)")
+        page.evaluate(
+            "() => { window.scrollTo(0, 0); document.querySelector('#ps-results').scrollTop = 0; }"
+        )
         page.screenshot(path=str(SCREENSHOT))
 
     # A bad upload is a visible message; the earlier results stay on the page.

@@ -98,7 +98,7 @@ def test_the_preview_and_the_progress_bar_take_the_results_place(page: Any) -> N
     assert len(seen["sources"]) >= 3, "step previews, then the result, in one place"
     assert False in seen["pressable"]  # Generate was off while rendering...
     assert page.locator("#ps-generate").is_enabled()  # ...and is back now
-    assert "done in" in page.inner_text("#ps-progress-box")
+    assert "rendered in" in page.inner_text("#ps-progress-box")
 
 
 def test_enter_arrow_keys_and_typing_regrade_every_colour_control(page: Any) -> None:
