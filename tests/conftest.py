@@ -13,6 +13,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 import json
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,25 +95,32 @@ def tiny_engine(studio_dir: Path) -> Any:
     return Engine(config)
 
 
-@pytest.fixture(scope="session")
-def studio_server(tiny_engine: Any, studio_dir: Path) -> Iterator[StudioServer]:
-    """The studio page served in this process on a free port."""
+@contextmanager
+def serving(engine: Any, allowed: Path) -> Iterator[StudioServer]:
+    """The studio page over `engine` served in this process on a free port."""
     import studio
 
-    demo = studio.build_ui(tiny_engine)
+    demo = studio.build_ui(engine)
     port = free_port()
     demo.launch(
         server_name="127.0.0.1",
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        allowed_paths=[str(studio_dir)],
+        allowed_paths=[str(allowed)],
         **studio.launch_options(),
     )
     try:
-        yield StudioServer(url=f"http://127.0.0.1:{port}/", engine=tiny_engine, demo=demo)
+        yield StudioServer(url=f"http://127.0.0.1:{port}/", engine=engine, demo=demo)
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="session")
+def studio_server(tiny_engine: Any, studio_dir: Path) -> Iterator[StudioServer]:
+    """The studio page served in this process on a free port."""
+    with serving(tiny_engine, studio_dir) as server:
+        yield server
 
 
 @dataclass

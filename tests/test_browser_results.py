@@ -20,7 +20,7 @@ from browser_page import (
     open_tab,
     page,
 )
-from conftest import free_port
+from conftest import serving
 
 pytestmark = [
     pytest.mark.browser,
@@ -174,7 +174,6 @@ def demo_server(studio_dir: Path) -> Iterator[str]:
     """A second server over the first one's outputs and data: the studio after a restart,
     set up as `app.py --tiny` sets it up (with the demo LoRA files)."""
     import app
-    import studio
     from engine.engine import Engine, EngineConfig
     from engine.models.manager import ModelConfig
 
@@ -183,20 +182,8 @@ def demo_server(studio_dir: Path) -> Iterator[str]:
     config = EngineConfig(
         models=models, outputs_dir=studio_dir / "outputs", data_dir=studio_dir / "data"
     )
-    demo = studio.build_ui(Engine(config))
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(studio_dir)],
-        **studio.launch_options(),
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with serving(Engine(config), studio_dir) as server:
+        yield server.url
 
 
 def test_history_survives_a_restart_restores_on_click_and_deletes(

@@ -16,14 +16,14 @@ The bytes are the same on every run, so writing them again changes nothing on di
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
+
+from engine.files import atomic_write
 
 # The tiny models' widths (engine/models/tiny.py; tests/test_demo_loras.py checks them):
 # attention = heads x head dim, MLP = 4 x that, packed latent channels, CLIP-L hidden size.
@@ -155,18 +155,6 @@ def write_demo_loras(folder: Path) -> list[Path]:
         path = folder / name
         data = demo_lora_bytes(name)
         if not (path.is_file() and path.read_bytes() == data):
-            _write_atomically(path, data)
+            atomic_write(path, data)
         paths.append(path)
     return paths
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A temporary file in the same folder, then a rename: readers never see half a file."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
