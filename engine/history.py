@@ -7,50 +7,37 @@ Stdlib + Pillow only, so the studio can use it without importing torch.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import re
-import secrets
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from PIL import Image, features
+from PIL import Image
 
 from engine.errors import InputError
 from engine.files import atomic_write
+from engine.history_entry import (
+    ID,
+    MAX_ENTRY_BYTES,
+    HistoryEntry,
+    check_id,
+    checked_files,
+    checked_notes,
+    checked_recipe,
+    entry_from_dict,
+    entry_to_dict,
+    files_deleted,
+    files_exist,
+    new_id,
+    thumbnail_bytes,
+    typed,
+)
 
 log = logging.getLogger(__name__)
-
-FORMAT = "portrait-studio-history"
-VERSION = 1
-THUMB_SIZE = 256  # longest side of a stored thumbnail, in pixels
-MAX_ENTRY_BYTES = 4 * 2**20  # an entry file larger than this is not ours: skipped unread
-_ID = re.compile(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{8}")  # UTC date-time-microseconds-random
-_THUMB_EXTENSIONS = ("webp", "jpg")
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One kept result: its recipe, its PNG file(s) in outputs and a stored thumbnail."""
-
-    id: str  # sortable and unique: UTC time + random suffix; safe as a file name
-    created: float  # unix time
-    updated: float  # unix time of the last in-place re-grade (== created if none)
-    owner: str  # "" for a studio without logins; the login name otherwise
-    recipe_json: str  # the rendered recipe as JSON text, exactly as given
-    seed: int
-    files: tuple[str, ...]  # absolute PNG paths in outputs
-    report_line: str
-    notes: tuple[str, ...]
-    label: str  # short caption, e.g. "seed 42 · 1024×1024 · 28 steps"
-    thumbnail: str  # absolute path of the stored thumbnail (WebP, or JPEG without WebP)
-
 
 EntryList = list[HistoryEntry]  # `HistoryStore.list` shadows the builtin inside the class
 
@@ -93,22 +80,22 @@ class HistoryStore:
         owner: str = "",
     ) -> HistoryEntry:
         """Keep a new result; prunes this owner's oldest entries beyond `limit`."""
-        checked_files = _checked_files(files)
+        kept_files = checked_files(files)
         with self._lock:
             self._refresh()
             micros = self._next_micros()
-            entry_id = _new_id(micros)
+            entry_id = new_id(micros)
             entry = HistoryEntry(
                 id=entry_id,
                 created=micros / 1e6,
                 updated=micros / 1e6,
-                owner=_typed(owner, str, "owner"),
-                recipe_json=_checked_recipe(recipe_json),
-                seed=_typed(seed, int, "seed"),
-                files=checked_files,
-                report_line=_typed(report_line, str, "report_line"),
-                notes=_checked_notes(notes),
-                label=_typed(label, str, "label"),
+                owner=typed(owner, str, "owner"),
+                recipe_json=checked_recipe(recipe_json),
+                seed=typed(seed, int, "seed"),
+                files=kept_files,
+                report_line=typed(report_line, str, "report_line"),
+                notes=checked_notes(notes),
+                label=typed(label, str, "label"),
                 thumbnail=str(self._write_thumbnail(entry_id, image)),
             )
             self._write(entry)
@@ -129,13 +116,13 @@ class HistoryStore:
     ) -> HistoryEntry:
         """Re-grade an entry in place: same id and created time, new recipe and thumbnail."""
         changes = {
-            "recipe_json": _checked_recipe(recipe_json),
-            "report_line": _typed(report_line, str, "report_line"),
-            "notes": _checked_notes(notes),
-            "label": _typed(label, str, "label"),
+            "recipe_json": checked_recipe(recipe_json),
+            "report_line": typed(report_line, str, "report_line"),
+            "notes": checked_notes(notes),
+            "label": typed(label, str, "label"),
         }
         if files is not None:
-            changes["files"] = _checked_files(files)
+            changes["files"] = checked_files(files)
         with self._lock:
             old = self._require(entry_id, owner)
             thumbnail = str(self._write_thumbnail(old.id, image))
@@ -156,9 +143,9 @@ class HistoryStore:
                 entry = cached.entry
                 if entry is None or entry.owner != owner:
                     continue
-                if _files_exist(entry):
+                if files_exist(entry):
                     alive.append(entry)
-                elif _files_deleted(entry):
+                elif files_deleted(entry):
                     self._remove(entry)
         return sorted(alive, key=lambda e: (e.created, e.id), reverse=True)
 
@@ -178,7 +165,7 @@ class HistoryStore:
 
     def _find(self, entry_id: str, owner: str) -> HistoryEntry:
         """The entry from its file (re-read if it changed); unknown and foreign look alike."""
-        _check_id(entry_id)
+        check_id(entry_id)
         cached = self._refresh_one(entry_id)
         if cached is None or cached.entry is None or cached.entry.owner != owner:
             raise InputError(
@@ -192,7 +179,7 @@ class HistoryStore:
         entry = self._find(entry_id, owner)
         missing = [f for f in entry.files if not os.path.isfile(f)]
         if missing:
-            if _files_deleted(entry):
+            if files_deleted(entry):
                 self._remove(entry)
             raise InputError(
                 f"The image of history entry {entry.label or entry.id} is gone from the "
@@ -244,7 +231,7 @@ class HistoryStore:
         stem, _, extension = name.rpartition(".")
         if extension != "json" or name.startswith(".tmp-"):
             return None
-        if _ID.fullmatch(stem):
+        if ID.fullmatch(stem):
             return stem
         if name not in self._skipped_names:
             self._skipped_names.add(name)
@@ -258,7 +245,7 @@ class HistoryStore:
             if size > MAX_ENTRY_BYTES:
                 raise ValueError(f"{size} bytes is too large for a history entry")
             data = json.loads(path.read_text(encoding="utf-8"))
-            return self._entry_from_dict(data, entry_id)
+            return entry_from_dict(data, entry_id, self.folder)
         except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
             log.warning("History: skipping %s (%s).", path, exc)
             return None
@@ -278,13 +265,13 @@ class HistoryStore:
 
     def _write(self, entry: HistoryEntry) -> None:
         path = self._json_path(entry.id)
-        text = json.dumps(_entry_to_dict(entry), ensure_ascii=False, indent=1)
+        text = json.dumps(entry_to_dict(entry), ensure_ascii=False, indent=1)
         atomic_write(path, text.encode("utf-8"))
         stat = path.stat()
         self._index[entry.id] = _Cached((stat.st_mtime_ns, stat.st_size), entry)
 
     def _write_thumbnail(self, entry_id: str, image: Image.Image) -> Path:
-        data, extension = _thumbnail_bytes(image)
+        data, extension = thumbnail_bytes(image)
         path = self.folder / "thumbs" / f"{entry_id}.{extension}"
         atomic_write(path, data)
         return path
@@ -300,135 +287,3 @@ class HistoryStore:
         own.sort(key=lambda e: (e.created, e.id), reverse=True)
         for entry in own[self.limit :]:
             self._remove(entry)
-
-    # -- (de)serialisation -------------------------------------------------------------
-
-    def _entry_from_dict(self, data: Any, entry_id: str) -> HistoryEntry:
-        """Validate a parsed entry file; ValueError/TypeError/KeyError if it is not ours."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError("not a Portrait Studio history entry")
-        if data.get("version") != VERSION:
-            raise ValueError(f"history entry version {data.get('version')!r} is not {VERSION}")
-        if data["id"] != entry_id:
-            raise ValueError(f"its id {data['id']!r} does not match its file name")
-        thumbnail = data["thumbnail"]
-        if thumbnail not in {f"{entry_id}.{ext}" for ext in _THUMB_EXTENSIONS}:
-            raise ValueError(f"thumbnail {thumbnail!r} is not this entry's")
-        return HistoryEntry(
-            id=entry_id,
-            created=float(_typed(data["created"], (int, float), "created")),
-            updated=float(_typed(data["updated"], (int, float), "updated")),
-            owner=_typed(data["owner"], str, "owner"),
-            recipe_json=_checked_recipe(data["recipe_json"]),
-            seed=_typed(data["seed"], int, "seed"),
-            files=_stored_files(data["files"]),
-            report_line=_typed(data["report_line"], str, "report_line"),
-            notes=_checked_notes(data["notes"]),
-            label=_typed(data["label"], str, "label"),
-            thumbnail=str(self.folder / "thumbs" / thumbnail),
-        )
-
-
-def _entry_to_dict(entry: HistoryEntry) -> dict[str, Any]:
-    """The file form: the thumbnail by name only, so the data folder can move."""
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "id": entry.id,
-        "created": entry.created,
-        "updated": entry.updated,
-        "owner": entry.owner,
-        "seed": entry.seed,
-        "label": entry.label,
-        "files": list(entry.files),
-        "report_line": entry.report_line,
-        "notes": list(entry.notes),
-        "thumbnail": Path(entry.thumbnail).name,
-        "recipe_json": entry.recipe_json,
-    }
-
-
-def _new_id(micros: int) -> str:
-    seconds, fraction = divmod(micros, 10**6)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(seconds))
-    return f"{stamp}-{fraction:06d}-{secrets.token_hex(4)}"
-
-
-def _check_id(entry_id: object) -> None:
-    """Ids become file names: anything but our own format (e.g. "../x") is refused."""
-    if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id):
-        raise InputError(
-            f"{str(entry_id)[:80]!r} is not a history entry id. Pick the entry from the "
-            "history list again."
-        )
-
-
-def _files_exist(entry: HistoryEntry) -> bool:
-    return all(os.path.isfile(f) for f in entry.files)
-
-
-def _files_deleted(entry: HistoryEntry) -> bool:
-    """A file is gone while its folder is still there: the person deleted it, so prune.
-
-    A missing folder (an unmounted drive) only hides the entry until the folder is back.
-    """
-    return any(not os.path.isfile(f) and os.path.isdir(os.path.dirname(f)) for f in entry.files)
-
-
-def _checked_files(files: Sequence[str | Path]) -> tuple[str, ...]:
-    """Absolute paths of existing PNG files (what the person keeps must exist now)."""
-    checked = _stored_files([str(f) for f in files])
-    for f in checked:
-        if not os.path.isfile(f):
-            raise InputError(f"{Path(f).name} is not in the outputs folder; render it again.")
-    return checked
-
-
-def _stored_files(files: Any) -> tuple[str, ...]:
-    if not isinstance(files, list | tuple) or not files:
-        raise ValueError("an entry needs at least one PNG file")
-    for f in files:
-        if not isinstance(f, str) or not os.path.isabs(f) or not f.lower().endswith(".png"):
-            raise ValueError(f"{str(f)[:200]!r} is not an absolute .png path")
-    return tuple(files)
-
-
-def _typed(value: Any, kind: type | tuple[type, ...], name: str) -> Any:
-    """`value` if it is a `kind` (a bool is no number here), else a TypeError naming it."""
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} has the wrong type ({type(value).__name__})")
-    return value
-
-
-def _checked_notes(notes: Any) -> tuple[str, ...]:
-    if isinstance(notes, str) or not isinstance(notes, Sequence):
-        raise TypeError(f"notes must be a list of texts, not {type(notes).__name__}")
-    return tuple(_typed(n, str, "a note") for n in notes)
-
-
-def _checked_recipe(recipe_json: Any) -> str:
-    """The recipe text as given, once it is known to be a JSON object."""
-    if not isinstance(json.loads(_typed(recipe_json, str, "recipe_json")), dict):
-        raise ValueError("recipe_json must be a JSON object")
-    return recipe_json
-
-
-def _thumbnail_bytes(image: Image.Image) -> tuple[bytes, str]:
-    """(file bytes, extension): RGB, longest side THUMB_SIZE, WebP where Pillow has it."""
-    thumb = _flattened(image)
-    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    if features.check("webp"):
-        thumb.save(buffer, format="WEBP", quality=85)
-        return buffer.getvalue(), "webp"
-    thumb.save(buffer, format="JPEG", quality=88)
-    return buffer.getvalue(), "jpg"
-
-
-def _flattened(image: Image.Image) -> Image.Image:
-    """An RGB copy; transparency is composited on white, as a viewer shows it."""
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")

@@ -294,10 +294,10 @@ def test_the_module_imports_without_torch_or_gradio():
 def test_without_webp_thumbnails_are_jpeg_and_a_regrade_replaces_the_old_file(
     store, outputs, monkeypatch
 ):
-    import engine.history as history
+    import engine.history_entry as history_entry
 
     entry = keep(store, png(outputs, "a.png"))
-    monkeypatch.setattr(history, "features", SimpleNamespace(check=lambda name: False))
+    monkeypatch.setattr(history_entry, "features", SimpleNamespace(check=lambda name: False))
     new = regrade(store, entry.id, image=Image.new("RGB", (300, 150)))
     assert new.thumbnail == str(store.folder / "thumbs" / f"{entry.id}.jpg")
     assert not Path(entry.thumbnail).exists()

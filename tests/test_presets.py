@@ -16,15 +16,8 @@ from engine.recipe import MAX_SEED, Recipe
 from engine.recipe_json import recipe_from_dict
 from studio.golden_seeds import GoldenSeeds, GoldenSeedsError
 from studio.panels.settings import FIXED, LAST, RANDOMIZE, draw_seed, seed_for_run
-from studio.presets import (
-    META_KEYS,
-    PRESETS_DIR,
-    changed_fields,
-    field_label,
-    find_lora,
-    load_preset,
-    load_presets,
-)
+from studio.preset_changes import changed_fields, field_label
+from studio.presets import META_KEYS, PRESETS_DIR, find_lora, load_preset, load_presets
 
 EXPECTED = {
     "core",

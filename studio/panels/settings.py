@@ -21,7 +21,8 @@ from engine.errors import StudioError
 from engine.recipe import MAX_SEED, Recipe
 from studio.controls import Controls
 from studio.golden_seeds import GoldenSeeds
-from studio.presets import PresetLibrary, applied_markdown
+from studio.preset_changes import applied_markdown
+from studio.presets import PresetLibrary
 from studio.session import Session
 
 TITLE = "Settings"
