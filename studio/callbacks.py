@@ -31,6 +31,7 @@ from studio.panels.settings import FIXED, seed_for_run
 from studio.progress import idle_html
 from studio.render_stream import Done, Failed, Step, stream_render
 from studio.session import RunView, Session
+from studio.toasts import warn
 from studio.uploads import store_upload, stored_image
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class StudioCallbacks:
         try:
             self.kept.add(view, owner)
         except StudioError as exc:  # the result is still shown; the history says why not
-            gr.Warning(f"Not added to the history: {exc}")
+            warn(f"Not added to the history: {exc}")
         session.remember(view)
         entries = self.kept.entries(owner)
         session.history_ids = [e.id for e in entries]
@@ -285,7 +286,7 @@ class StudioCallbacks:
         message = failure_message(exc)
         if isinstance(exc, Cancelled):
             return res.show_status(self.panel, message)
-        gr.Warning(f"{what} {message}")
+        warn(f"{what} {message}")
         return res.show_error(self.panel, message, what)
 
     # -- restore ---------------------------------------------------------------------

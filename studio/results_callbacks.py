@@ -14,6 +14,7 @@ from studio.kept import gallery_value
 from studio.panels import compare
 from studio.panels import results as res
 from studio.session import RunView, Session
+from studio.toasts import inform, warn
 
 Updates = dict[gr.Component, Any]
 QUICK: dict[str, Any] = {"concurrency_limit": None, "api_visibility": "private"}
@@ -60,10 +61,10 @@ class ResultsCallbacks:
         try:
             session.last = self.kept.keep_as_new(session.last, owner)
         except (StudioError, OSError) as exc:
-            gr.Warning(f"Not kept: {exc}")
+            warn(f"Not kept: {exc}")
             return res.show_error(self.panel, str(exc), "Not kept.")
         name = ", ".join(p.rsplit("/", 1)[-1] for p in session.last.files)
-        gr.Info(f"Kept as a new result: {name}")
+        inform(f"Kept as a new result: {name}")
         return {**res.show_notice(self.panel, f"Kept as new: {name}"), **self.history(request)}
 
     # -- history -------------------------------------------------------------------

@@ -226,3 +226,23 @@ def test_the_demo_lora_slot_renders_with_a_tiny_lora(browser: Any, demo_server: 
         )
         report = demo.inner_text("#ps-lora-report")
         assert "demo_skin_texture.safetensors" in report and "9 of 9 layers matched" in report
+
+
+def test_at_1280_px_the_prompt_is_above_every_tab_and_no_tab_hides(
+    browser: Any, studio_server: Any
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 768})
+    try:
+        small = context.new_page()
+        small.goto(studio_server.url)
+        small.wait_for_selector("#ps-generate:not([disabled])")
+        assert small.locator("#ps-tabs button[aria-label='More tabs']").count() == 0
+        prompt = small.locator("#ps-prompt-prompt textarea").bounding_box()
+        for name in ("Redux blend", "Size / LoRA / Prompt", "Settings", "Latent", "Color"):
+            tab = small.get_by_role("tab", name=name, exact=True)
+            assert tab.is_visible(), name
+            assert tab.bounding_box()["y"] > prompt["y"] + prompt["height"]
+        current = small.locator("#ps-current").bounding_box()
+        assert current["x"] > prompt["x"] + prompt["width"]  # beside the controls, not below
+    finally:
+        context.close()

@@ -154,3 +154,11 @@ def test_a_progress_without_total_has_no_estimate() -> None:
         SimpleNamespace(stage="text", step=0, total=0, message="encoding"), now=1.0
     )
     assert view.remaining is None and view.text() == "text · 1.0 s elapsed · encoding"
+
+
+def test_a_toast_keeps_the_whole_message_and_shows_angle_brackets() -> None:
+    from studio.toasts import toast_html
+
+    text = "Put the file in <models>/loras.\nThen apply the preset again."
+    expected = "Put the file in &lt;models&gt;/loras.<br>Then apply the preset again."
+    assert toast_html(text) == expected

@@ -24,6 +24,7 @@ from engine.redux import reference_hints
 from studio.controls import Controls
 from studio.panels import results as res
 from studio.session import Session
+from studio.toasts import warn
 from studio.uploads import store_upload, stored_image
 
 TITLE = "Redux blend"
@@ -187,7 +188,7 @@ class ReduxCallbacks:
         suite's identity-keeping 0.5 replaces it then (and the page says so)."""
         digest = session.base.redux.image1
         if not digest:
-            gr.Warning("Upload reference 1 first: it becomes the img2img start image.")
+            warn("Upload reference 1 first: it becomes the img2img start image.")
             text = "Nothing changed: there is no reference 1 yet. Upload one, then press again."
             return {
                 self.panel.start_info: "**Upload reference 1 first.** " + START_INFO,

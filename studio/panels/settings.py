@@ -9,7 +9,6 @@ previous run's seed; "New fixed random" draws one and switches to fixed.
 
 from __future__ import annotations
 
-import html
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from studio.golden_seeds import GoldenSeeds
 from studio.preset_changes import applied_markdown
 from studio.presets import PresetLibrary
 from studio.session import Session
+from studio.toasts import inform, warn
 
 TITLE = "Settings"
 RANDOMIZE, FIXED, LAST = "randomize", "fixed", "last"
@@ -257,9 +257,9 @@ class SettingsCallbacks:
             entry = self.golden.save(name, seed, note)
             choices = self._golden_choices()
         except StudioError as exc:
-            gr.Warning(html.escape(f"Golden seed not saved. {exc}"))  # toasts render HTML
+            warn(f"Golden seed not saved. {exc}")
             return self._say(f"**Not saved.** {exc}")
-        gr.Info(html.escape(f"Saved golden seed {entry.name} = {entry.seed}."))
+        inform(f"Saved golden seed {entry.name} = {entry.seed}.")
         return {
             self.panel.golden: gr.update(choices=choices, value=entry.name),
             **self._say(f"Saved golden seed **{entry.name}** = {entry.seed}."),
