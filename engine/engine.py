@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
@@ -109,6 +110,7 @@ class Engine:
         self._lock = threading.Lock()
         self.warmup = WarmUp()
         self.saves = SettledWriter()
+        atexit.register(self.saves.flush, 10.0)  # the last grade reaches its PNG on exit
 
     @property
     def lut_folders(self) -> tuple[Path, ...]:
