@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
-        studio = tiny_studio(Path(tmp)) if not args.url else _given(args.url)
+        studio = tiny_studio(Path(tmp)) if not args.url else nullcontext(args.url)
         with sync_playwright() as playwright, studio as url:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -146,11 +146,6 @@ def main() -> None:
                 cells = " | ".join(f"{row[k]:.0f} ms" for k in row)
                 print(f"| {size}² | {cells} |", flush=True)
             browser.close()
-
-
-@contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
 
 
 if __name__ == "__main__":

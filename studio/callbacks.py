@@ -19,11 +19,10 @@ from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json, set_path
 from engine.runtypes import CancelToken
 from studio.controls import Controls
-from studio.kept import KeptResults, gallery_value
+from studio.kept import KeptResults
 from studio.lora_rules import report_markdown
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
-from studio.panels.compare import kept_choices
 from studio.panels.loras import LoraCallbacks
 from studio.panels.prompt import PromptPanel
 from studio.panels.redux import ReduxCallbacks, ReduxPanel
@@ -181,7 +180,7 @@ class StudioCallbacks:
         self, session: Session, recipe: Recipe, cancel: Any, owner: str
     ) -> Iterator[Updates]:
         ready = {self.generate_button: gr.update(value="Generate", interactive=True)}
-        run = lambda progress: self.engine.run(recipe, progress=progress, cancel=cancel)  # noqa: E731
+        run = lambda progress: self.engine.run(recipe, progress=progress, cancel=cancel)
         for event in stream_render(run):
             if isinstance(event, Step):
                 yield res.show_progress(self.panel, event.view, event.preview)
@@ -201,10 +200,8 @@ class StudioCallbacks:
         except StudioError as exc:  # the result is still shown; the history says why not
             warn(f"Not added to the history: {exc}")
         session.remember(view)
-        entries = self.kept.entries(owner)
-        session.history_ids = [e.id for e in entries]
-        history = {self.panel.history: gallery_value(entries)}
-        return res.show_run(self.panel, session, history, kept_choices(entries))
+        history = {self.panel.history: self.kept.show(session, owner)}
+        return res.show_run(self.panel, session, history)
 
     def stop(self, session: Session) -> Updates:
         """Ask the render in progress to stop between two steps."""
@@ -232,8 +229,7 @@ class StudioCallbacks:
             return self._fail(exc, "Not re-graded.")
         session.regraded(run_view(recipe, result))
         self.kept.regraded(session.last, owner_of(request))
-        kept = kept_choices(self.kept.entries(owner_of(request))) if session.ab_open else {}
-        return res.show_regrade(self.panel, session, kept)
+        return res.show_regrade(self.panel, session)
 
     def grade_upload(
         self, data: Mapping[gr.Component, Any], request: MaybeRequest = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from PIL import Image
 
 QUALITY = 95
 KEEP_FILES = 400  # display files kept on disk before the oldest are removed
+TRIM_EVERY = 50  # new display files between two looks at the folder
+_written = itertools.count(1)
 FOLDER_NAME = "portrait-studio-display"
 
 
@@ -46,7 +49,8 @@ def display_file(image: Any) -> str:
         tmp = path.with_suffix(".part")
         tmp.write_bytes(data)
         tmp.replace(path)
-        _trim(path.parent)
+        if next(_written) % TRIM_EVERY == 0:
+            _trim(path.parent)
     return str(path)
 
 

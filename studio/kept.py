@@ -12,7 +12,8 @@ from engine.history import HistoryEntry, HistoryStore
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_to_json
 from studio.display import as_pil
-from studio.session import RunView
+from studio.panels.compare import kept_choices
+from studio.session import RunView, Session
 
 HISTORY_FOLDER = "history"
 
@@ -44,11 +45,11 @@ class KeptResults:
         """Rewrite the result's PNGs and update its entry once the grade settles."""
         if not view.files or view.result is None:
             return
-        fields = self._fields(view)
-        fields.pop("seed")
 
-        def update_entry() -> None:
+        def update_entry() -> None:  # off the slider's path: the thumbnail and JSON wait
             if view.entry_id:
+                fields = self._fields(view)
+                fields.pop("seed")
                 self.store.update(view.entry_id, **fields, owner=owner)
 
         key = view.entry_id or view.files[0]
@@ -65,6 +66,14 @@ class KeptResults:
 
     def entries(self, owner: str) -> list[HistoryEntry]:
         return self.store.list(owner)
+
+    def show(self, session: Session, owner: str) -> list[tuple[str, str]]:
+        """The history gallery as it is on disk now; the session learns which entry each
+        thumbnail is and which kept results the A/B slider offers."""
+        entries = self.entries(owner)
+        session.history_ids = [e.id for e in entries]
+        session.kept = kept_choices(entries)
+        return gallery_value(entries)
 
     def get(self, entry_id: str, owner: str) -> HistoryEntry:
         return self.store.get(entry_id, owner)

@@ -10,7 +10,6 @@ import gradio as gr
 from engine.errors import StudioError
 from engine.recipe_json import recipe_from_json
 from studio.callbacks import MaybeRequest, StudioCallbacks, owner_of
-from studio.kept import gallery_value
 from studio.panels import compare
 from studio.panels import results as res
 from studio.session import RunView, Session
@@ -28,30 +27,26 @@ class ResultsCallbacks:
         self.panel = cb.panel
         self.kept = cb.kept
 
-    def _kept(self, request: MaybeRequest) -> dict[str, str]:
-        return compare.kept_choices(self.kept.entries(owner_of(request)))
+    def _slider(self, session: Session) -> Updates:
+        return compare.slider_updates(self.panel.slider, self.panel.ab_note, session)
 
-    def _slider(self, session: Session, request: MaybeRequest) -> Updates:
-        kept = self._kept(request)
-        return compare.slider_updates(self.panel.slider, self.panel.ab_note, session, kept)
-
-    def compare(self, session: Session, a: str | None, b: str | None, request: MaybeRequest = None):
+    def compare(self, session: Session, a: str | None, b: str | None) -> Updates:
         if a and b:
             session.compare = (a, b)
-        return self._slider(session, request)
+        return self._slider(session)
 
-    def ab_opened(self, session: Session, request: MaybeRequest = None) -> Updates:
+    def ab_opened(self, session: Session) -> Updates:
         session.ab_open = True
-        return self._slider(session, request)
+        return self._slider(session)
 
     def ab_closed(self, session: Session) -> Updates:
         session.ab_open = False
         return {self.panel.ab_note: gr.skip()}
 
-    def select(self, session: Session, evt: gr.SelectData, request: MaybeRequest = None) -> Updates:
+    def select(self, session: Session, evt: gr.SelectData) -> Updates:
         """Show the clicked batch image large (and in the A/B slider)."""
         session.selected = int(evt.index) if isinstance(evt.index, int) else 0
-        return {**res.show_current(self.panel, session), **self._slider(session, request)}
+        return {**res.show_current(self.panel, session), **self._slider(session)}
 
     def keep_as_new(self, session: Session, request: MaybeRequest = None) -> Updates:
         """Fork the result on screen: new PNGs and a new history entry; re-grades go there."""
@@ -65,20 +60,18 @@ class ResultsCallbacks:
             return res.show_error(self.panel, str(exc), "Not kept.")
         name = ", ".join(p.rsplit("/", 1)[-1] for p in session.last.files)
         inform(f"Kept as a new result: {name}")
-        return {**res.show_notice(self.panel, f"Kept as new: {name}"), **self.history(request)}
+        kept = res.show_notice(self.panel, f"Kept as new: {name}")
+        return {**kept, **self.history(session, request)}
 
     # -- history -------------------------------------------------------------------
 
-    def history(self, request: MaybeRequest, session: Session | None = None) -> Updates:
+    def history(self, session: Session, request: MaybeRequest) -> Updates:
         """The history gallery as it is on disk now."""
-        entries = self.kept.entries(owner_of(request))
-        if session is not None:
-            session.history_ids = [e.id for e in entries]
-        return {self.panel.history: gallery_value(entries)}
+        return {self.panel.history: self.kept.show(session, owner_of(request))}
 
     def load(self, session: Session, request: MaybeRequest = None) -> Updates:
         """Page load: this person's history from earlier visits and server runs."""
-        return self.history(request, session)
+        return self.history(session, request)
 
     def pick(self, session: Session, evt: gr.SelectData, request: MaybeRequest = None) -> Updates:
         """One click on a history entry: every tab takes its recipe, its image shows large."""
@@ -91,7 +84,7 @@ class ResultsCallbacks:
             recipe = recipe_from_json(entry.recipe_json)
         except StudioError as exc:
             failed = res.show_error(self.panel, str(exc), "Not restored.")
-            return {**failed, **self.history(request)}
+            return {**failed, **self.history(session, request)}
         session.history_pick = entry.id
         view = RunView(
             requested=recipe,
@@ -122,10 +115,11 @@ class ResultsCallbacks:
         try:
             entry = self.kept.delete(session.history_pick, owner_of(request))
         except StudioError as exc:
-            return {**res.show_error(self.panel, str(exc), "Not deleted."), **self.history(request)}
+            failed = res.show_error(self.panel, str(exc), "Not deleted.")
+            return {**failed, **self.history(session, request)}
         session.history_pick = ""
         text = f"Deleted {entry.label} from the history; its PNG stays in the outputs folder."
-        return {**res.show_notice(self.panel, text), **self.history(request, session)}
+        return {**res.show_notice(self.panel, text), **self.history(session, request)}
 
     # -- wiring --------------------------------------------------------------------
 

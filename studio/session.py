@@ -43,6 +43,7 @@ class Session:
     compare: tuple[str, str] | None = None
     ab_open: bool = False  # the A/B panel is open: re-grades refresh its slider too
     history_ids: list[str] = field(default_factory=list)  # the history gallery, in order
+    kept: dict[str, str] = field(default_factory=dict)  # A/B name -> PNG of a kept result
     history_pick: str = ""  # the history entry last clicked (Delete acts on it)
     cancel: Any = None  # the CancelToken of the render in progress
     last_seed: int | None = None  # the seed of the last Generate started ("use last")

@@ -3,6 +3,7 @@ kept results from the history; any two sizes are fitted into one frame."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,14 +17,14 @@ FINAL = "final"
 HISTORY_PREFIX = "kept: "
 
 
-def compare_choices(session: Session, kept: dict[str, str]) -> list[str]:
+def compare_choices(session: Session) -> list[str]:
     """Every image the A/B slider can show: stages, the previous result, kept results."""
     if session.last is None:
-        return list(kept)
+        return list(session.kept)
     names = list(session.last.stages)
     if session.previous_finals:
         names.append(PREVIOUS)
-    return names + list(kept)
+    return names + list(session.kept)
 
 
 def default_pair(session: Session, names: list[str]) -> tuple[str, str] | None:
@@ -39,10 +40,11 @@ def default_pair(session: Session, names: list[str]) -> tuple[str, str] | None:
     return first, stages[-1]
 
 
-def image_named(session: Session, name: str, kept: dict[str, str]) -> Any:
-    """The image called `name` for the batch image on screen (None when unknown)."""
-    if name in kept:
-        return kept[name]
+def image_named(session: Session, name: str) -> Any:
+    """The image called `name` for the batch image on screen (None when unknown or gone)."""
+    if name in session.kept:
+        path = session.kept[name]
+        return path if Path(path).is_file() else None
     if session.last is None:
         return None
     images = session.previous_finals if name == PREVIOUS else session.last.stages.get(name)
@@ -52,11 +54,11 @@ def image_named(session: Session, name: str, kept: dict[str, str]) -> Any:
 
 
 def slider_updates(
-    slider: gr.ImageSlider, note: gr.Markdown, session: Session, kept: dict[str, str]
+    slider: gr.ImageSlider, note: gr.Markdown, session: Session
 ) -> dict[gr.Component, Any]:
     """The slider's two images fitted into one frame, and the line that says how."""
-    pair = default_pair(session, compare_choices(session, kept))
-    images = [image_named(session, n, kept) for n in pair] if pair else [None, None]
+    pair = default_pair(session, compare_choices(session))
+    images = [image_named(session, n) for n in pair] if pair else [None, None]
     if any(image is None for image in images):
         return {slider: None, note: ""}
     fitted = fit_pair(as_pil(images[0]), as_pil(images[1]))

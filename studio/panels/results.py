@@ -130,7 +130,7 @@ def show_current(panel: ResultsPanel, session: Session) -> Updates:
     return {panel.current: display_file(image) if image is not None else None}
 
 
-def show_regrade(panel: ResultsPanel, session: Session, kept: dict[str, str]) -> Updates:
+def show_regrade(panel: ResultsPanel, session: Session) -> Updates:
     """Only what a re-grade changes: the image on screen, the report, the recipe file."""
     view = session.last
     assert view is not None
@@ -141,16 +141,16 @@ def show_regrade(panel: ResultsPanel, session: Session, kept: dict[str, str]) ->
         panel.download: gr.update(value=recipe_file(view), interactive=True),
     }
     if session.ab_open:
-        updates.update(compare.slider_updates(panel.slider, panel.ab_note, session, kept))
+        updates.update(compare.slider_updates(panel.slider, panel.ab_note, session))
     return updates
 
 
-def show_run(panel: ResultsPanel, session: Session, history: Updates, kept: dict) -> Updates:
+def show_run(panel: ResultsPanel, session: Session, history: Updates) -> Updates:
     """Updates that show a new result everywhere in the panel (`history` updates the
-    history gallery; `kept` are the kept results the A/B slider can show)."""
+    history gallery)."""
     view = session.last
     assert view is not None
-    names = compare.compare_choices(session, kept)
+    names = compare.compare_choices(session)
     pair = compare.default_pair(session, names) or (None, None)
     several = len(view.finals) > 1
     return {
@@ -162,7 +162,7 @@ def show_run(panel: ResultsPanel, session: Session, history: Updates, kept: dict
         panel.keep: gr.update(interactive=True),
         panel.compare_a: gr.update(choices=names, value=pair[0]),
         panel.compare_b: gr.update(choices=names, value=pair[1]),
-        **compare.slider_updates(panel.slider, panel.ab_note, session, kept),
+        **compare.slider_updates(panel.slider, panel.ab_note, session),
         panel.download: gr.update(value=recipe_file(view), interactive=True),
     }
 
