@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
+import zlib
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
 from engine.errors import InputError, RecipeError
 from engine.images import open_checked
+from engine.input_limits import MAX_PNG_TEXT_BYTES
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_dict, recipe_from_json, recipe_to_json
 from engine.sizes import render_size
@@ -53,7 +56,12 @@ def png_bytes(image: Image.Image, recipe: Recipe, model_label: str = "") -> byte
 
 
 def recipe_from_png(data: bytes, name: str = "The PNG") -> Recipe:
-    """The recipe inside a studio PNG; falls back to an A1111 'parameters' text."""
+    """The recipe inside a studio PNG; falls back to an A1111 'parameters' text.
+
+    The two text chunks are measured before Pillow reads them: each may hold at most
+    MAX_PNG_TEXT_BYTES (after decompression).
+    """
+    _check_text_chunks(data, name)
     image = open_checked(data, name)
     text = image.info.get(RECIPE_KEY)
     if text:
@@ -65,6 +73,52 @@ def recipe_from_png(data: bytes, name: str = "The PNG") -> Recipe:
         f"{name} carries no recipe: it was not made by Portrait Studio (or its "
         "metadata was stripped, e.g. by a WEBP/JPEG conversion)."
     )
+
+
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _check_text_chunks(data: bytes, name: str) -> None:
+    """Refuse a recipe or parameters chunk over MAX_PNG_TEXT_BYTES (PIL reads a plain one of
+    any size, and fails a compressed one over 1 MB with a message about a damaged file)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IEND":
+            return
+        key, _, rest = body.partition(b"\0")
+        if kind not in _TEXT_CHUNKS or key.decode("latin-1") not in (RECIPE_KEY, PARAMETERS_KEY):
+            continue
+        size, exact = _text_size(kind, rest)
+        if size > MAX_PNG_TEXT_BYTES:
+            raise RecipeError(
+                f"{name}'s {key.decode('latin-1')!r} text is "
+                f"{f'{size:,}' if exact else f'over {MAX_PNG_TEXT_BYTES:,}'} bytes; the limit is "
+                f"{MAX_PNG_TEXT_BYTES:,} "
+                "bytes. A studio recipe is a few kB, so Portrait Studio did not write this text: "
+                "open a PNG the studio saved."
+            )
+
+
+def _text_size(kind: bytes, rest: bytes) -> tuple[int, bool]:
+    """The text's length in bytes and whether it is exact (a compressed text is inflated
+    only to one byte past the limit)."""
+    if kind == b"tEXt":
+        return len(rest), True
+    if kind == b"zTXt":
+        compressed, packed = True, rest[1:]
+    else:  # iTXt: flag, method, language\0, translated key\0, text
+        compressed = rest[:1] == b"\1"
+        packed = rest[2:].split(b"\0", 2)[-1]
+    if not compressed:
+        return len(packed), True
+    try:
+        size = len(zlib.decompressobj().decompress(packed, MAX_PNG_TEXT_BYTES + 1))
+    except zlib.error:
+        return 0, True  # Pillow skips a chunk it cannot inflate
+    return size, size <= MAX_PNG_TEXT_BYTES
 
 
 _KNOWN = {
@@ -108,6 +162,6 @@ def read_recipe_file(path: Path) -> Recipe:
         raise InputError(f"Cannot read {path.name}: {exc.strerror}.") from exc
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return recipe_from_png(data, path.name)
-    if path.suffix.lower() == ".json" or data.lstrip()[:1] == b"{":
+    if path.suffix.lower() == ".json" or data.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"{":
         return recipe_from_json(data)
     raise InputError(f"{path.name} is neither a studio PNG nor a recipe .json file.")

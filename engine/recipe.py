@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.fields import bounded, choice, items
+from engine.fields import bounded, choice, file_ref, items, text
+from engine.input_limits import DIGEST, MAX_PROMPT_CHARS, PLAIN_NAME, RELATIVE_NAME
 
 SCHEMA_VERSION = 1
 # Seeds stay below 2**53 so that a browser (JavaScript numbers) never rounds them.
@@ -27,10 +28,10 @@ REDUX_IMAGE_MODES = ("center_crop", "keep_aspect")
 class ModelParams:
     """Which weights to use. Empty names mean "the first suitable file found"."""
 
-    transformer: str = ""
-    vae: str = ""
-    clip_l: str = ""
-    t5: str = ""
+    transformer: str = file_ref(RELATIVE_NAME)
+    vae: str = file_ref(RELATIVE_NAME)
+    clip_l: str = file_ref(RELATIVE_NAME)
+    t5: str = file_ref(RELATIVE_NAME)
     weight_dtype: str = choice("default", WEIGHT_DTYPES)
 
 
@@ -43,7 +44,7 @@ class SourceParams:
     """
 
     kind: str = choice("generate", ("generate", "img2img", "image"))
-    image: str = ""
+    image: str = file_ref(DIGEST)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +66,8 @@ class ReduxParams:
     """Group 1: two reference portraits blended through Redux."""
 
     enabled: bool = False
-    image1: str = ""
-    image2: str = ""
+    image1: str = file_ref(DIGEST)
+    image2: str = file_ref(DIGEST)
     strength1: int = bounded(70, 1, 100, 1)
     strength2: int = bounded(30, 1, 100, 1)
     mode: str = choice("average", ("average", "concat"))
@@ -79,7 +80,7 @@ class ReduxParams:
 class LoraSlot:
     """One slot of the LoRA stack (Power LoRA Loader)."""
 
-    file: str = ""
+    file: str = file_ref(RELATIVE_NAME)
     strength_model: float = bounded(1.0, -4.0, 4.0, 0.01)
     strength_clip: float = bounded(1.0, -4.0, 4.0, 0.01)
     enabled: bool = True
@@ -90,11 +91,12 @@ class LoraSlot:
 class PromptParams:
     """Group 2: size, LoRA stack and prompt."""
 
-    prompt: str = (
+    prompt: str = text(
         "close-up portrait photograph of a woman, natural window light, 85mm lens, "
-        "detailed skin texture, shallow depth of field"
+        "detailed skin texture, shallow depth of field",
+        MAX_PROMPT_CHARS,
     )
-    negative_prompt: str = ""
+    negative_prompt: str = text("", MAX_PROMPT_CHARS)
     width: int = bounded(1024, 64, 4096, 16)
     height: int = bounded(1024, 64, 4096, 16)
     resolution: float = bounded(1.0, 0.25, 2.0, 0.05)
@@ -191,7 +193,7 @@ class ExpressionParams:
     woo: float = bounded(0.0, -20.0, 15.0, 0.2)
     smile: float = bounded(0.0, -0.3, 1.3, 0.01)
     src_ratio: float = bounded(1.0, 0.0, 1.0, 0.01)
-    sample_image: str = ""
+    sample_image: str = file_ref(DIGEST)
     sample_ratio: float = bounded(1.0, -0.2, 1.2, 0.01)
     sample_parts: str = choice(
         "OnlyExpression", ("OnlyExpression", "OnlyRotation", "OnlyMouth", "OnlyEyes", "All")
@@ -221,7 +223,7 @@ class UpscaleParams:
     """Groups 8-9: model upscale + Ultimate SD Upscale tiled refinement (specs §6)."""
 
     enabled: bool = False
-    model: str = ""
+    model: str = file_ref(RELATIVE_NAME)
     upscale_by: float = bounded(2.0, 1.0, 8.0, 0.05)
     denoise: float = bounded(0.25, 0.0, 1.0, 0.01)
     steps: int = bounded(15, 1, 100, 1)
@@ -271,7 +273,7 @@ class LutParams:
     """LayerStyle LUT Apply: a .cube file by name, strength in percent (specs §9)."""
 
     enabled: bool = False
-    file: str = ""
+    file: str = file_ref(PLAIN_NAME)
     strength: int = bounded(50, 0, 100, 1)
     color_space: str = choice("linear", ("linear", "log"))
 

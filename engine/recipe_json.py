@@ -9,11 +9,13 @@ from functools import cache
 from typing import Any
 
 from engine.errors import RecipeError
-from engine.fields import bounds_of, choices_of
+from engine.fields import bounds_of, choices_of, max_length_of, name_kind_of
+from engine.input_limits import EMPTY_RECIPE_HINT, check_name, check_text, parse_json_document
 from engine.recipe import SCHEMA_VERSION, Recipe
 
 # Migrations from version N to N+1, applied in order to older documents.
 MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {}
+MAX_LISTED = 20  # problems listed in one message; the rest are counted
 
 
 def to_dict(obj: Any) -> dict:
@@ -40,11 +42,12 @@ def _plain(value: Any) -> Any:
 
 
 def recipe_from_json(text: str | bytes, base: Recipe | None = None) -> Recipe:
-    """Parse a recipe (or a partial recipe laid over `base`) from JSON text."""
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"The recipe is not valid JSON ({exc}). Check the file.") from exc
+    """Parse a recipe (or a partial recipe laid over `base`) from JSON text or bytes.
+
+    Within input_limits' size and depth limits; a UTF-8 BOM is fine, duplicate keys and
+    empty text are refused ("{}" is the default recipe).
+    """
+    data = parse_json_document(text, "The recipe", empty_hint=EMPTY_RECIPE_HINT)
     return recipe_from_dict(data, base)
 
 
@@ -56,7 +59,9 @@ def recipe_from_dict(data: Any, base: Recipe | None = None) -> Recipe:
     errors: list[str] = []
     recipe = _load(Recipe, data, base or Recipe(), "", errors)
     if errors:
-        raise RecipeError("The recipe has problems:\n" + "\n".join(f"- {e}" for e in errors))
+        more = f"\n- … and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+        listed = "\n".join(f"- {e}" for e in errors[:MAX_LISTED])
+        raise RecipeError(f"The recipe has problems:\n{listed}{more}")
     return recipe
 
 
@@ -86,7 +91,8 @@ def _load(cls: type, data: Any, base: Any, path: str, errors: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            errors.append(f"{_join(path, key)}: unknown field (known: {', '.join(fields)})")
+            shown = key if len(key) <= 80 and key.isprintable() else repr(key[:80])
+            errors.append(f"{_join(path, shown)}: unknown field (known: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
         if name in data:
@@ -103,12 +109,13 @@ def _value(
         return _load(hint, raw, old, path, errors)
     if typing.get_origin(hint) is tuple:
         return _tuple(f, typing.get_args(hint)[0], raw, old, path, errors)
-    checked = _scalar(hint, raw, path, errors)
+    checked = _scalar(hint, raw, path, errors, max_length_of(f))
     if checked is None:
         return old
-    problem = _range_problem(f, checked)
+    kind = name_kind_of(f)
+    problem = check_name(checked, path, kind) if kind else _range_problem(f, checked)
     if problem:
-        errors.append(f"{path}: {problem}")
+        errors.append(problem if kind else f"{path}: {problem}")
         return old
     return checked
 
@@ -125,11 +132,12 @@ def _tuple(
         return old
     if dataclasses.is_dataclass(item):
         return tuple(_load(item, r, item(), f"{path}[{i}]", errors) for i, r in enumerate(raw))
-    out = [_scalar(item, r, f"{path}[{i}]", errors) for i, r in enumerate(raw)]
+    length = max_length_of(f)
+    out = [_scalar(item, r, f"{path}[{i}]", errors, length) for i, r in enumerate(raw)]
     return tuple(out) if None not in out else old
 
 
-def _scalar(hint: Any, raw: Any, path: str, errors: list[str]) -> Any:
+def _scalar(hint: Any, raw: Any, path: str, errors: list[str], max_length: int) -> Any:
     if hint is bool:
         ok = isinstance(raw, bool)
     elif hint is int:
@@ -141,6 +149,10 @@ def _scalar(hint: Any, raw: Any, path: str, errors: list[str]) -> Any:
         ok = isinstance(raw, str)
     if not ok:
         errors.append(f"{path}: expected {_expected(hint)}, got {_kind(raw)} {raw!r:.40}")
+        return None
+    problem = check_text(raw, path, max_length) if isinstance(raw, str) else None
+    if problem:
+        errors.append(problem)
         return None
     return raw
 

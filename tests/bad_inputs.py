@@ -32,3 +32,14 @@ def not_an_image() -> bytes:
 
 def broken_cube() -> str:
     return 'TITLE "broken"\nLUT_3D_SIZE 2\n0 0 0\n1 oops 0\n'
+
+
+def png_with_text(key: str, text: str, compressed: bool = False) -> bytes:
+    """An 8x8 PNG carrying `text` in a text chunk named `key`."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, text, zip=compressed)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()

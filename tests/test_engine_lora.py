@@ -4,7 +4,7 @@ import pytest
 from test_lora import build_kohya, build_peft
 
 from engine.engine import Engine, EngineConfig
-from engine.errors import InputError
+from engine.errors import InputError, RecipeError
 from engine.models.manager import ModelConfig
 from engine.recipe import Recipe
 from engine.recipe_json import set_path
@@ -85,7 +85,9 @@ def test_two_slots_warn_about_the_total_strength(engine):
 
 
 def test_bad_lora_files_are_refused_by_name(engine):
-    for name in ("broken.safetensors", "../skin.safetensors", "missing.safetensors"):
+    for name in ("broken.safetensors", "missing.safetensors"):
         with pytest.raises(InputError, match="safetensors"):
             engine.run(recipe({"file": name}), save=False)
+    with pytest.raises(RecipeError, match=r"'\.\./skin\.safetensors' is not a file name"):
+        recipe({"file": "../skin.safetensors"})  # refused before any render
     assert engine.run(recipe(), save=False).images  # still serving

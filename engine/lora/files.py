@@ -7,7 +7,8 @@ symlinks are resolved. Pickled .pt/.ckpt files are refused: loading them can run
 
 from __future__ import annotations
 
-import json
+import logging
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,12 +18,20 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from engine.errors import InputError
+from engine.errors import InputError, StudioError
+from engine.input_limits import (
+    MAX_METADATA_JSON_BYTES,
+    MAX_NAME_CHARS,
+    check_text,
+    parse_json_document,
+)
 
 SUFFIX = ".safetensors"
 # Metadata keys that name the words a LoRA was trained on, most explicit first.
 TRIGGER_KEYS = ("modelspec.trigger_phrase", "trigger_words", "ss_trigger_words", "trigger_phrase")
 MAX_TAG_TRIGGERS = 3
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,40 +132,49 @@ def metadata_triggers(metadata: dict[str, str]) -> list[str]:
     """Trigger words a file declares, or else its most frequent training tags.
 
     `ss_output_name` is not used: it is the training run's file name, not a word the model
-    learned, and putting it in front of every prompt would only add noise.
+    learned, and putting it in front of every prompt would only add noise. Metadata that is
+    too large, too deep or not JSON gives no words (and a log line), never an error: a
+    LoRA's odd metadata must not stop it from loading.
     """
     for key in TRIGGER_KEYS:
-        words = _split_words(metadata.get(key, ""))
+        words = _split_words(key, metadata.get(key, ""))
         if words:
             return words
     return _top_tags(metadata.get("ss_tag_frequency", ""))
 
 
-def _split_words(raw: str) -> list[str]:
+def _metadata_json(key: str, raw: str) -> object:
+    """The JSON value of one metadata entry within input_limits' limits, else None."""
+    try:
+        return parse_json_document(
+            raw, f"The LoRA metadata {key!r}", max_bytes=MAX_METADATA_JSON_BYTES
+        )
+    except StudioError as exc:
+        log.warning("%s No trigger words are taken from it.", exc)
+        return None
+
+
+def _split_words(key: str, raw: str) -> list[str]:
     raw = raw.strip()
     if not raw:
         return []
+    if len(raw) > MAX_METADATA_JSON_BYTES:
+        log.warning("The LoRA metadata %r is %d characters long: ignored.", key, len(raw))
+        return []
     if raw.startswith("["):  # some trainers write a JSON list
-        try:
-            items = json.loads(raw)
-        except json.JSONDecodeError:
-            items = []
-        if isinstance(items, list):
-            return _unique(str(item) for item in items)
+        items = _metadata_json(key, raw)
+        return _unique(str(item) for item in items) if isinstance(items, list) else []
     return _unique(raw.split(","))
 
 
 def _top_tags(raw: str) -> list[str]:
     """Tags found in the most captions: a Kohya trigger token is in every caption."""
-    try:
-        folders = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        return []
+    folders = _metadata_json("ss_tag_frequency", raw) if raw.strip() else {}
     counts: Counter[str] = Counter()
     for tags in folders.values() if isinstance(folders, dict) else ():
         if isinstance(tags, dict):
             for tag, n in tags.items():
-                if isinstance(n, int | float):
+                if isinstance(n, int | float) and math.isfinite(n):
                     counts[tag.strip()] += int(n)
     counts.pop("", None)
     if not counts:
@@ -169,6 +187,8 @@ def _unique(words) -> list[str]:
     seen: dict[str, str] = {}
     for word in words:
         word = word.strip()
+        if check_text(word, "trigger", MAX_NAME_CHARS):
+            continue  # a control character or an endless "word": not for a prompt
         if word and word.lower() not in seen:
             seen[word.lower()] = word
     return list(seen.values())

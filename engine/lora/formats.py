@@ -9,7 +9,6 @@ with its family, so a partly applied file is never reported as complete.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from peft.utils.other import get_pattern_key
 
+from engine.errors import StudioError
+from engine.input_limits import MAX_METADATA_JSON_BYTES, parse_json_document
 from engine.lora.keys import KeyMap, Rows, Target, split_prefix
 from engine.lora.updates import (
     ALL_SUFFIXES,
@@ -212,9 +213,12 @@ def _default_scale(layer: str, config: dict[str, dict]):
 
 def _peft_config(metadata: dict[str, str]) -> dict[str, dict]:
     """diffusers' saved LoraConfig per part ({"transformer.lora_alpha": 8, ...})."""
-    try:
-        raw = json.loads(metadata.get(METADATA_KEY, "") or "{}")
-    except json.JSONDecodeError:
+    try:  # the file's own text: within the size and depth limits of every JSON we read
+        raw = parse_json_document(
+            metadata.get(METADATA_KEY, "") or "{}", "The LoRA's adapter metadata",
+            max_bytes=MAX_METADATA_JSON_BYTES,
+        )  # fmt: skip
+    except StudioError:
         return {}
     out: dict[str, dict] = {"transformer": {}, "text": {}}
     for key, value in raw.items() if isinstance(raw, dict) else ():
