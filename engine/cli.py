@@ -14,7 +14,7 @@ from pathlib import Path
 from engine.engine import Engine, EngineConfig
 from engine.errors import Cancelled, StudioError
 from engine.models.manager import ModelConfig
-from engine.speed_options import add_speed_flags, speed_settings
+from engine.speed_options import add_speed_flags, run_budget, speed_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +58,11 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
         **speed_settings(args),
     )
     config = EngineConfig(
-        models=models, outputs_dir=args.outputs, data_dir=args.data, lut_folders=tuple(args.luts)
+        models=models,
+        outputs_dir=args.outputs,
+        data_dir=args.data,
+        lut_folders=tuple(args.luts),
+        budget=run_budget(args),
     )
     return Engine(config)
 

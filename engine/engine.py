@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from engine.budget import RunBudget, RunEstimate, Workload
 from engine.cache import ArtifactCache
 from engine.color.grader import ColorGrader
 from engine.errors import InputError, StudioError
@@ -24,6 +25,7 @@ from engine.models.precision import pick_device
 from engine.outputs import save_outputs, write_over
 from engine.recipe import ModelParams, Recipe
 from engine.redux.models import ReduxConfig, ReduxModelManager
+from engine.run_guard import HEAVY_STAGES, RunGuard
 from engine.runtypes import CancelToken, ProgressFn, RunReport
 from engine.settled_writer import SettledWriter
 from engine.sizes import size_notes
@@ -52,6 +54,7 @@ class EngineConfig:
     data_dir: Path = Path("data")
     lut_folders: tuple[Path, ...] = ()
     cache_bytes: int = 2 * 1024**3
+    budget: RunBudget = RunBudget()  # max_gb None: what the device has
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Engine:
         self._lock = threading.Lock()
         self.warmup = WarmUp()
         self.saves = SettledWriter()
+        self.guard = RunGuard(config.budget, self.device)
         atexit.register(self.saves.flush, 10.0)  # the last grade reaches its PNG on exit
 
     @property
@@ -125,28 +129,51 @@ class Engine:
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
         save: bool = True,
+        outputs_dir: Path | None = None,
     ) -> RunResult:
-        """Render a recipe, re-running only the stages whose inputs changed."""
+        """Render a recipe, re-running only the stages whose inputs changed; PNGs go to
+        `outputs_dir` (default: the configured outputs folder)."""
         check_supported(recipe)
         notes = size_notes(recipe.prompt) + self._prompt_notes(recipe) if _generates(recipe) else []
         report = RunReport(notes=notes + usage_notes(recipe))
         scope = RunScope(self, recipe.model)
         ctx = StageContext(scope, report, progress, cancel)
         reset_peak(self.device)
-        artifacts = self.graph.run(recipe, scope, ctx, FINAL_STAGE)
+        loads = self.models.load_counts()
+        with self.guard.out_of_memory_recovery(recipe):
+            found = self._check_budget(recipe, scope)
+            artifacts = self.graph.run(recipe, scope, ctx, FINAL_STAGE)
+        self.guard.observe(found, report, loaded=self.models.load_counts() != loads)
+        if found is not None:
+            report.notes.append(f"Estimated before the run: {found.short()}")
         self._note_peak(report)
         images = tensor_to_pil(artifacts["__final__"])
         label = scope.flux_files().label if _generates(recipe) else ""
-        saved = save_outputs(images, recipe, self.config.outputs_dir, label) if save else []
+        folder = outputs_dir or self.config.outputs_dir
+        saved = save_outputs(images, recipe, folder, label) if save else []
         stage_images = StageImages(
             {n: artifacts[n] for n in IMAGE_STAGES if n in artifacts}, tensor_to_pil
         )
         stage_images.put(FINAL_STAGE, images)
         return RunResult(recipe, images, stage_images, report, saved, label)
 
-    def save_as_new(self, result: RunResult) -> list[Path]:
+    def _check_budget(self, recipe: Recipe, scope: RunScope) -> RunEstimate | None:
+        """Refuse a render over the run budget before its heavy stages start."""
+        if not _generates(recipe):
+            return None
+        pending = self.graph.pending(recipe, scope, FINAL_STAGE)
+        if not pending & set(HEAVY_STAGES):
+            return None
+        return self.guard.check(recipe, scope.flux_bundle(), pending)
+
+    def estimate(self, recipe: Recipe) -> RunEstimate:
+        """What the whole render of `recipe` would cost, cached stages or not."""
+        bundle = RunScope(self, recipe.model).flux_bundle()
+        return self.guard.estimate(recipe, bundle, Workload())
+
+    def save_as_new(self, result: RunResult, outputs_dir: Path | None = None) -> list[Path]:
         """Write a result's images as new PNGs beside the earlier ones ("Keep as new")."""
-        folder = self.config.outputs_dir
+        folder = outputs_dir or self.config.outputs_dir
         return save_outputs(result.images, result.recipe, folder, result.model_label)
 
     def save_settled(

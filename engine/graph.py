@@ -102,6 +102,11 @@ class StageGraph:
         last = visit(final)
         return planned, last, list(dict.fromkeys(off))
 
+    def pending(self, recipe: Recipe, env: Any, final: str) -> set[str]:
+        """The stages a run for `final` would execute: those whose result is not cached."""
+        planned, _, _ = self.plan(recipe, env, final)
+        return {name for name, item in planned.items() if item.key not in self.cache}
+
     def run(self, recipe: Recipe, env: Any, ctx: StageContext, final: str) -> dict[str, Any]:
         """Run what `final` needs; returns the artifacts of every planned stage still cached."""
         start = time.perf_counter()

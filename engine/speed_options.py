@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 
+from engine.budget import RunBudget
+
 FP8_COMPUTE_MODES = ("auto", "on", "off")
 COMPILE_MODES = ("auto", "on", "off")
 MEMORY_MODES = ("auto", "resident", "budget")
+STUDIO_MAX_RENDER_SECONDS = 1200.0  # a shared studio: one render may not hold the queue longer
 
 
 def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -30,7 +33,8 @@ HELP = {
 
 
 def add_speed_flags(parser: argparse.ArgumentParser, warmup: bool = True) -> None:
-    """--fp8-compute, --compile, --memory and (for the studio) --warmup/--no-warmup."""
+    """--fp8-compute, --compile, --memory, the run budget and (for the studio)
+    --warmup/--no-warmup; the studio's renders have a default time limit, the CLI's none."""
     group = parser.add_argument_group("speed and memory")
     group.add_argument("--fp8-compute", choices=FP8_COMPUTE_MODES, default="auto",
                        help=HELP["fp8_compute"])  # fmt: skip
@@ -39,8 +43,20 @@ def add_speed_flags(parser: argparse.ArgumentParser, warmup: bool = True) -> Non
     if warmup:
         group.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                            help=HELP["warmup"])  # fmt: skip
+    seconds = STUDIO_MAX_RENDER_SECONDS if warmup else 0.0
+    group.add_argument("--max-render-seconds", type=float, default=seconds, metavar="S",
+                       help=f"refuse a render estimated to take longer (0: no limit; "
+                       f"default {seconds:g})")  # fmt: skip
+    group.add_argument("--max-render-gb", type=float, default=0.0, metavar="GB",
+                       help="refuse a render estimated to need more memory at its peak "
+                       "(0: what the device has)")  # fmt: skip
 
 
 def speed_settings(args: argparse.Namespace) -> dict[str, str]:
     """The ModelConfig fields the speed flags set."""
     return {"fp8_compute": args.fp8_compute, "compile": args.compile, "memory": args.memory}
+
+
+def run_budget(args: argparse.Namespace) -> RunBudget:
+    """The RunBudget the budget flags set (0 means no limit, or the device's memory)."""
+    return RunBudget(args.max_render_seconds or None, args.max_render_gb or None)

@@ -18,9 +18,11 @@ from engine.errors import Cancelled, InputError, StudioError
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json, set_path
 from engine.runtypes import CancelToken
+from studio.cancels import RunningRenders, run_cancellable
 from studio.controls import Controls
 from studio.kept import KeptResults
 from studio.lora_rules import report_markdown
+from studio.owners import owner_outputs
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
 from studio.panels.loras import LoraCallbacks
@@ -114,6 +116,7 @@ class StudioCallbacks:
         self.engine = engine
         self.generate_button = generate_button or gr.Button(visible=False)
         self.kept = KeptResults(engine)
+        self.running = RunningRenders()
         self.controls = controls
         self.panel = panel
         self.state = state
@@ -162,6 +165,8 @@ class StudioCallbacks:
         session.last_seed = seed
         cancel = new_cancel_token(self.engine)
         session.cancel = cancel
+        browser = getattr(request, "session_hash", None) or ""
+        self.running.start(browser, cancel)
         starting = {
             **res.show_notice(self.panel, f"Rendering with seed {seed}…"),
             self.panel.progress: idle_html("starting…"),
@@ -172,7 +177,9 @@ class StudioCallbacks:
         yield starting
         try:
             yield from self._render_streaming(session, recipe, cancel, owner_of(request))
-        finally:
+        finally:  # also when Gradio closes this generator (a cancel): the engine stops too
+            cancel.cancel()
+            self.running.finish(browser, cancel)
             if session.cancel is cancel:
                 session.cancel = None
 
@@ -180,7 +187,10 @@ class StudioCallbacks:
         self, session: Session, recipe: Recipe, cancel: Any, owner: str
     ) -> Iterator[Updates]:
         ready = {self.generate_button: gr.update(value="Generate", interactive=True)}
-        run = lambda progress: self.engine.run(recipe, progress=progress, cancel=cancel)
+        folder = owner_outputs(self.engine.config.outputs_dir, owner)
+        run = lambda progress: self.engine.run(
+            recipe, progress=progress, cancel=cancel, outputs_dir=folder
+        )
         for event in stream_render(run):
             if isinstance(event, Step):
                 yield res.show_progress(self.panel, event.view, event.preview)
@@ -210,6 +220,12 @@ class StudioCallbacks:
             session.cancel.cancel()
             return {**res.show_status(self.panel, STOPPED), self.panel.progress: "", **ready}
         return {**res.show_status(self.panel, "Nothing is rendering."), **ready}
+
+    def disconnected(self, request: MaybeRequest = None) -> None:
+        """The browser went away (Gradio's unload): stop its render."""
+        session = getattr(request, "session_hash", None)
+        if session and self.running.cancel(session):
+            log.info("render stopped: its browser session %s went away", session)
 
     def regrade(self, data: Mapping[gr.Component, Any], request: MaybeRequest = None) -> Updates:
         """Re-grade the result on screen in place (only the colour stage runs); its PNGs
@@ -243,10 +259,12 @@ class StudioCallbacks:
             digest = store_upload(self.engine, path)
             recipe = self.controls.recipe(session.base, data, prefix=COLOR)
             recipe = set_path(set_path(recipe, "source.kind", "image"), "source.image", digest)
-            result = self.engine.run(recipe)
+            owner = owner_of(request)
+            folder = owner_outputs(self.engine.config.outputs_dir, owner)
+            result = self.engine.run(recipe, outputs_dir=folder)
         except Exception as exc:  # every failure becomes a message
             return self._fail(exc, "Not graded.")
-        return self._show_new(session, run_view(recipe, result), owner_of(request))
+        return self._show_new(session, run_view(recipe, result), owner)
 
     def upload_source(self, session: Session, path: str | None, denoise: float | None) -> Updates:
         """Check and store a start image for img2img, and switch img2img on."""
@@ -327,18 +345,30 @@ class StudioCallbacks:
 
     # -- API for programs ------------------------------------------------------------
 
-    def render_api(self, recipe_json: str) -> tuple[list[str], dict[str, Any]]:
+    async def render_api(
+        self, recipe_json: str, request: MaybeRequest = None
+    ) -> tuple[list[str], dict[str, Any]]:
         """Render a recipe JSON (a partial one is laid over the default recipe).
 
-        Returns the saved PNG paths (each carries its recipe) and the run report.
+        Returns the saved PNG paths (each carries its recipe) and the run report. A
+        cancelled job stops the engine between two steps before the next job starts.
         """
+        cancel = CancelToken()
+        folder = owner_outputs(self.engine.config.outputs_dir, owner_of(request))
         try:
-            recipe = recipe_from_json(recipe_json or "{}", base=self.engine.default_recipe())
-            result = self.engine.run(recipe, save=True)
+            return await run_cancellable(
+                lambda: self._render_recipe_json(recipe_json, cancel, folder), cancel
+            )
         except StudioError as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
         except Exception as exc:  # a program gets a message, never a bare "Error"
             raise gr.Error(failure_message(exc), print_exception=False) from exc
+
+    def _render_recipe_json(
+        self, recipe_json: str, cancel: CancelToken, folder: Path
+    ) -> tuple[list[str], dict[str, Any]]:
+        recipe = recipe_from_json(recipe_json or "", base=self.engine.default_recipe())
+        result = self.engine.run(recipe, save=True, cancel=cancel, outputs_dir=folder)
         report = dict(result.report.to_dict())
         report.setdefault("line", result.report.line())
         return [str(p) for p in result.saved], report

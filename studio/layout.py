@@ -71,6 +71,7 @@ def build_ui(engine: Any) -> gr.Blocks:
             generate_button=generate,
         )
         _wire_render(callbacks, generate, stop)
+        demo.unload(callbacks.disconnected)  # a closed tab stops its render
         _wire_color(callbacks)
         _wire_results(callbacks)
         ResultsCallbacks(callbacks).wire(demo)
