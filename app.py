@@ -8,10 +8,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.speed_options import add_speed_flags, speed_settings
+import app_space
+import app_zerogpu
+from app_sharing import OPEN_STUDIO_FLAG, sharing_refusal
+from engine.files import empty_folder, remove_stale_temp_files
+from engine.speed_options import add_speed_flags, run_budget, speed_settings
+
+GRADIO_TEMP = "gradio-tmp"  # Gradio's upload cache, inside the data folder
 
 # Keep the server, the page and the hub client from calling home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -37,6 +44,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="USER:PASSWORD",
         help="require a login (repeat for more people)",
+    )
+    serve.add_argument(
+        OPEN_STUDIO_FLAG,
+        action="store_true",
+        help="accept that, without --auth, anyone who can reach the studio (--share, or a "
+        "--listen address other machines reach) can render and read its outputs",
+    )
+    serve.add_argument(
+        "--space",
+        action="store_true",
+        help="run as a Hugging Face Space does (settings from STUDIO_* variables; docs/space.md)",
     )
     files = parser.add_argument_group("files")
     files.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR")
@@ -76,19 +94,75 @@ def models_dir_for(args: argparse.Namespace) -> Path | None:
     return folder
 
 
+def space_args(args: argparse.Namespace) -> tuple[argparse.Namespace, int]:
+    """The flags with a Space's settings filled in (with --space, or on a Space), and the
+    ZeroGPU duration for a render (0: not a Space); sets the Space's environment."""
+    if not (args.space or app_space.on_space(os.environ)):
+        return args, 0
+    plan = app_space.space_plan(args, os.environ)
+    for name, value in plan.env.items():
+        os.environ.setdefault(name, value)
+    return plan.args, plan.gpu_seconds
+
+
+def refuse_open_studio(args: argparse.Namespace, logins: int) -> None:
+    """Exit with status 2, saying why, when the studio would be open to others unasked."""
+    space = args.space or app_space.on_space(os.environ)
+    message = sharing_refusal(
+        listen=args.listen,
+        share=args.share,
+        logins=logins,
+        open_studio=args.open_studio,
+        space=space,
+    )
+    if message is not None:
+        print(f"app.py: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def clean_at_start(outputs: Path, data: Path) -> int:
+    """Remove the half-written temporary files a crash left in the outputs (and each login's
+    subfolder) and in the history and image stores; returns how many."""
+    folders = [outputs, data / "history", data / "images"]
+    removed = sum(remove_stale_temp_files(folder) for folder in folders)
+    if removed:
+        logging.info("Removed %d unfinished temporary files left by an earlier crash.", removed)
+    return removed
+
+
+def use_gradio_temp(data: Path) -> None:
+    """Gradio's upload cache in <data>/gradio-tmp, emptied at start, instead of the machine's
+    shared temp folder. A GRADIO_TEMP_DIR the person set is used as it is, never emptied."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return
+    folder = data / GRADIO_TEMP
+    empty_folder(folder)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+
+
+def served_folders(outputs: Path, data: Path) -> list[str]:
+    """Folders whose files the handlers hand to the page (PNGs, history thumbnails); Gradio
+    serves copies from its cache, and the guard keeps direct paths per login."""
+    return [str(outputs), str(data / "history" / "thumbs")]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+    args, gpu_seconds = space_args(parse_args(argv))
     auth = parse_auth(args.auth)
+    refuse_open_studio(args, len(auth))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.listen not in ("127.0.0.1", "localhost", "::1") and not auth:
-        logging.warning(
-            "Listening on %s without --auth: anyone on the network can render.", args.listen
-        )
+    args.outputs, args.data = args.outputs.resolve(), args.data.resolve()
+    clean_at_start(args.outputs, args.data)
+    use_gradio_temp(args.data)  # before gradio is first imported
+    gpu = app_zerogpu.zero_gpu(gpu_seconds) if gpu_seconds else None  # before torch
+    if gpu is not None and args.warmup is None:
+        args.warmup = False  # ZeroGPU lends the GPU only inside a render
 
     # Imported here: these pull in torch, and importing app.py must stay cheap.
     import studio
     from engine.engine import Engine, EngineConfig
     from engine.models.manager import ModelConfig
+    from studio.auth_guard import guard_app_kwargs
 
     models = ModelConfig(
         models_dir=models_dir_for(args),
@@ -97,16 +171,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         tiny=args.tiny,
         **speed_settings(args),
     )
-    engine = Engine(EngineConfig(models=models, outputs_dir=args.outputs, data_dir=args.data))
+    config = EngineConfig(
+        models=models, outputs_dir=args.outputs, data_dir=args.data, budget=run_budget(args)
+    )
+    engine = Engine(config)
     if args.warmup or (args.warmup is None and engine.device.type == "cuda"):
         engine.start_warm_up()
-    demo = studio.build_ui(engine)
+    demo = studio.build_ui(app_zerogpu.on_zero_gpu(engine, gpu))
     demo.launch(
         server_name=args.listen,
         server_port=args.port,
         share=args.share,
         auth=auth or None,
-        allowed_paths=[str(args.outputs.resolve())],
+        allowed_paths=served_folders(args.outputs, args.data),
+        app_kwargs=guard_app_kwargs(args.outputs, private_dirs=[args.data]),
+        ssr_mode=False,  # the page comes from Python, where the guard strips the login page
+        mcp_server=False,  # Gradio's MCP routes skip the login (GRADIO_MCP_SERVER=true)
         **studio.launch_options(),
     )
 

@@ -12,6 +12,7 @@ from engine.history import HistoryEntry, HistoryStore
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_to_json
 from studio.display import as_pil
+from studio.owners import owner_outputs
 from studio.panels.compare import kept_choices
 from studio.session import RunView, Session
 
@@ -59,7 +60,8 @@ class KeptResults:
         """Write the result on screen as new PNGs and a new entry; later re-grades go there."""
         if view.result is None:
             raise ValueError("only a result rendered in this session can be kept as new")
-        files = [str(p) for p in self.engine.save_as_new(view.result)]
+        folder = owner_outputs(self.engine.config.outputs_dir, owner)
+        files = [str(p) for p in self.engine.save_as_new(view.result, outputs_dir=folder)]
         fork = RunView(**{**view.__dict__, "files": files, "entry_id": ""})
         self.add(fork, owner)
         return fork
