@@ -100,6 +100,28 @@ def test_a_closed_render_generator_stops_the_engine(
     assert len(page.studio.running) == 0
 
 
+def test_the_page_unloading_stops_that_browser_s_render(
+    tiny_engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from engine.recipe import Recipe
+    from engine.recipe_json import recipe_from_dict
+
+    page = build_studio_page(tiny_engine, tmp_path / "golden_seeds.json")
+    steps = StepLog(monkeypatch)
+    browser = SimpleNamespace(session_hash="tab-1", username=None)
+    updates = page.studio.generate(page.values(recipe_from_dict(LONG, Recipe())), browser)
+    next(updates)
+    next(updates)
+    page.studio.disconnected(SimpleNamespace(session_hash="another-tab"))
+    assert not steps.stopped.is_set()  # another browser's unload stops nothing here
+    page.studio.disconnected(browser)  # what Gradio calls when this tab goes away
+    assert steps.stopped.wait(30), "the render went on after its browser left"
+    last = list(updates)[-1]
+    assert any("Stopped" in str(v) for v in last.values())
+
+
 def test_a_browser_that_goes_away_stops_its_render() -> None:
     running = RunningRenders()
     mine, other = CancelToken(), CancelToken()

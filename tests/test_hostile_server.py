@@ -100,15 +100,27 @@ def test_a_render_over_the_budget_is_refused_with_its_estimate(server: Any) -> N
 def test_restoring_a_png_with_a_huge_parameters_chunk_shows_why(
     server: Any, tmp_path: Path
 ) -> None:
+    from studio.session import Session
+
     page = build_studio_page(server.engine, tmp_path / "golden.json")
     png = tmp_path / "huge.png"
     png.write_bytes(png_with_text("parameters", "x" * 2_000_000))
-    from studio.session import Session
 
     updates = page.studio.restore(Session(base=server.engine.default_recipe()), str(png))
     shown = " ".join(str(v) for v in updates.values())
     assert "text is 2,000,000 bytes; the limit is 262,144 bytes" in shown
     assert "Not restored" in shown
+
+
+def test_restoring_a_deeply_nested_recipe_file_shows_why(server: Any, tmp_path: Path) -> None:
+    from studio.session import Session
+
+    page = build_studio_page(server.engine, tmp_path / "golden.json")
+    nested = tmp_path / "nested.json"
+    nested.write_text('{"prompt": ' * 50_000 + "{}" + "}" * 50_000)
+    updates = page.studio.restore(Session(base=server.engine.default_recipe()), str(nested))
+    shown = " ".join(str(v) for v in updates.values())
+    assert "nests deeper than 32 levels" in shown and "Not restored" in shown
 
 
 def test_eight_clients_render_five_times_each_correct_and_reproducible(server: Any) -> None:

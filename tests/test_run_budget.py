@@ -4,6 +4,7 @@ recovery, and the estimate's formulas."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -180,3 +181,16 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(tmp_path, monkeypa
     monkeypatch.setattr(engine.graph.stages["decode"], "run", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         engine.run(small(), save=False)
+
+
+def test_the_cli_refuses_a_recipe_over_its_budget_with_a_json_line(tmp_path, capsys):
+    from engine.cli import main
+
+    big = tmp_path / "big.json"
+    big.write_text('{"prompt": {"width": 4096, "height": 4096, "batch_size": 4}}')
+    flags = ["--tiny", "--device", "cpu", "--no-save", "--max-render-gb", "0.5"]
+    folders = ["--outputs", str(tmp_path / "out"), "--data", str(tmp_path / "data")]
+    assert main(["render", str(big), *flags, *folders]) == 1
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["ok"] is False and "over the studio's run budget" in line["error"]
+    assert "memory" in line["error"] and "> 0.5 GB" in line["error"]
