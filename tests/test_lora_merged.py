@@ -127,3 +127,32 @@ def test_a_t5_lora_follows_the_clip_strength_through_the_text_stage(tmp_path):
     assert "text" in model_only.report.cached  # the model strength does not touch T5
     zero = run(strength_clip=0.0, strength_model=1.0)
     assert zero.images[0].tobytes() == plain.images[0].tobytes()
+
+
+def test_a_merge_cut_short_by_out_of_memory_is_redone_in_full(tmp_path, monkeypatch):
+    import engine.lora.merged as merged
+
+    f = lokr_only()
+    f.lokr("lora_unet_double_blocks_0_txt_attn_proj", [t(f"{B0}.attn.to_add_out")], (4, 4),
+           (8, 8), 3)  # fmt: skip
+    f.save(tmp_path / "loras" / "two.safetensors")
+    bundle = ModelManager(ModelConfig(tiny=True, device="cpu")).flux(ModelParams())
+    before = {"transformer": effective_weights(bundle.transformer)}
+    stack = LoraStack(tmp_path / "loras")
+    stack.apply(bundle, [slot("two.safetensors", 0.3)], part="transformer")
+    real, calls = merged._write, []
+
+    def second_layer_fails(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+        real(*args)
+
+    monkeypatch.setattr(merged, "_write", second_layer_fails)
+    with pytest.raises(torch.OutOfMemoryError):
+        stack.apply(bundle, [slot("two.safetensors", 1.0)], part="transformer")
+    monkeypatch.setattr(merged, "_write", real)
+    stack.apply(bundle, [slot("two.safetensors", 0.3)], part="transformer")  # the old strength
+    delta = observed(bundle, before)
+    for key in (t(f"{B0}.attn.to_out.0"), t(f"{B0}.attn.to_add_out")):
+        torch.testing.assert_close(delta[key], 0.3 * f.expected[key], atol=1e-5, rtol=1e-4)

@@ -74,6 +74,7 @@ class MergedDeltas:
             return  # only other (peft) strengths moved: the merged layers are as they were
         touched = {p.module for parts in self.adapters.values() for p in parts}
         touched |= set(self.originals)
+        self._pending = True  # an apply cut short (out of memory) rewrites every layer next
         for module in touched:
             layer = base_layer(model.get_submodule(module))
             original = self.originals.get(module) or self._keep(module, layer)
