@@ -95,9 +95,23 @@ def tiny_engine(studio_dir: Path) -> Any:
     return Engine(config)
 
 
+def fresh_tiny_engine(folder: Path) -> Any:
+    """An Engine of its own over the tiny models on the CPU, with folders under `folder`."""
+    from engine.engine import Engine, EngineConfig
+    from engine.models.manager import ModelConfig
+
+    config = EngineConfig(
+        models=ModelConfig(tiny=True, device="cpu"),
+        outputs_dir=folder / "outputs",
+        data_dir=folder / "data",
+    )
+    return Engine(config)
+
+
 @contextmanager
-def serving(engine: Any, allowed: Path) -> Iterator[StudioServer]:
-    """The studio page over `engine` served in this process on a free port."""
+def serving(engine: Any, allowed: Path | list[str], **launch: Any) -> Iterator[StudioServer]:
+    """The studio page over `engine` served in this process on a free port (`launch`: more
+    demo.launch options, e.g. auth)."""
     import studio
 
     demo = studio.build_ui(engine)
@@ -107,8 +121,9 @@ def serving(engine: Any, allowed: Path) -> Iterator[StudioServer]:
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        allowed_paths=[str(allowed)],
+        allowed_paths=allowed if isinstance(allowed, list) else [str(allowed)],
         **studio.launch_options(),
+        **launch,
     )
     try:
         yield StudioServer(url=f"http://127.0.0.1:{port}/", engine=engine, demo=demo)

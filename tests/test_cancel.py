@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import build_studio_page, serving
+from conftest import build_studio_page, fresh_tiny_engine, serving
 from engine.graph import StageContext
 from engine.runtypes import CancelToken
 from studio.cancels import RunningRenders
@@ -50,15 +50,7 @@ class StepLog:
 
 @pytest.fixture()
 def own_server(tmp_path: Path) -> Iterator[Any]:
-    from engine.engine import Engine, EngineConfig
-    from engine.models.manager import ModelConfig
-
-    config = EngineConfig(
-        models=ModelConfig(tiny=True, device="cpu"),
-        outputs_dir=tmp_path / "outputs",
-        data_dir=tmp_path / "data",
-    )
-    with serving(Engine(config), tmp_path) as server:
+    with serving(fresh_tiny_engine(tmp_path), tmp_path) as server:
         yield server
 
 

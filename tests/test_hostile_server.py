@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bad_inputs import png_with_text
-from conftest import build_studio_page, serving
+from conftest import build_studio_page, fresh_tiny_engine, serving
 
 CLIENTS, RENDERS = 8, 5
 TINY = {"prompt": {"width": 64, "height": 64}, "settings": {"steps": 2}}
@@ -24,16 +24,8 @@ TINY = {"prompt": {"width": 64, "height": 64}, "settings": {"steps": 2}}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from engine.engine import Engine, EngineConfig
-    from engine.models.manager import ModelConfig
-
     folder = tmp_path_factory.mktemp("hostile")
-    config = EngineConfig(
-        models=ModelConfig(tiny=True, device="cpu"),
-        outputs_dir=folder / "outputs",
-        data_dir=folder / "data",
-    )
-    with serving(Engine(config), folder) as served:
+    with serving(fresh_tiny_engine(folder), folder) as served:
         yield served
 
 

@@ -17,7 +17,7 @@ from gradio_client import Client
 
 import app
 from app_sharing import is_loopback, sharing_refusal
-from conftest import build_studio_page, free_port
+from conftest import build_studio_page, serving
 from studio.owners import owner_folder_name, owner_outputs
 
 LOGINS = [("alice", "alice-pw"), ("bob", "bob-pw")]
@@ -73,26 +73,13 @@ def test_each_login_gets_its_own_folder_and_no_login_stays_flat(tmp_path: Path) 
 @pytest.fixture(scope="module")
 def guarded(tiny_engine: Any) -> Iterator[str]:
     """The studio over the tiny engine with two logins and the guard, as app.py serves it."""
-    import studio
     from studio.auth_guard import guard_app_kwargs
 
     outputs, data = tiny_engine.config.outputs_dir, tiny_engine.config.data_dir
-    demo = studio.build_ui(tiny_engine)
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        auth=LOGINS,
-        allowed_paths=app.served_folders(outputs, data),
-        app_kwargs=guard_app_kwargs(outputs, private_dirs=[data]),
-        **studio.launch_options(),
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        demo.close()
+    guard = guard_app_kwargs(outputs, private_dirs=[data])
+    folders = app.served_folders(outputs, data)
+    with serving(tiny_engine, folders, auth=LOGINS, app_kwargs=guard) as server:
+        yield server.url.rstrip("/")
 
 
 @contextmanager
