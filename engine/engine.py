@@ -26,7 +26,7 @@ from engine.outputs import save_outputs, write_over
 from engine.recipe import ModelParams, Recipe
 from engine.redux.models import ReduxConfig, ReduxModelManager
 from engine.run_guard import HEAVY_STAGES, RunGuard
-from engine.runtypes import CancelToken, ProgressFn, RunReport
+from engine.runtypes import CancelToken, Progress, ProgressFn, RunReport
 from engine.settled_writer import SettledWriter
 from engine.sizes import size_notes
 from engine.stage_images import StageImages
@@ -142,6 +142,8 @@ class Engine:
         loads = self.models.load_counts()
         with self.guard.out_of_memory_recovery(recipe):
             found = self._check_budget(recipe, scope)
+            if found is not None and progress is not None:  # the bar shows it from the start
+                progress(Progress("estimate", 0, 0, found.short()))
             artifacts = self.graph.run(recipe, scope, ctx, FINAL_STAGE)
         self.guard.observe(found, report, loaded=self.models.load_counts() != loads)
         if found is not None:

@@ -124,6 +124,17 @@ def test_time_budget_refuses_and_a_colour_change_of_a_cached_render_is_never_ref
         engine.run(small(**{"settings.steps": 3}), save=False)
 
 
+def test_the_estimate_is_the_first_progress_event_of_a_render(tmp_path):
+    engine = tiny(tmp_path)
+    events = []
+    engine.run(small(), save=False, progress=events.append)
+    assert events[0].stage == "estimate" and "GB peak on CPU" in events[0].message
+    assert [e.stage for e in events[1:]].count("estimate") == 0
+    events.clear()
+    engine.run(set_path(small(), "color.tone.contrast", 1.3), save=False, progress=events.append)
+    assert all(e.stage != "estimate" for e in events)  # a re-grade has nothing to estimate
+
+
 def test_the_device_speed_follows_measured_renders(tmp_path):
     engine = tiny(tmp_path)
     engine.run(small(**{"settings.steps": 1}), save=False)  # loads the models: not measured
