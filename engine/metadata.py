@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from engine.errors import InputError, RecipeError
-from engine.images import open_checked
+from engine.images import MAX_UPLOAD_BYTES, open_checked
 from engine.input_limits import MAX_PNG_TEXT_BYTES
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_dict, recipe_from_json, recipe_to_json
@@ -157,9 +157,15 @@ def recipe_from_parameters(text: str) -> Recipe:
 def read_recipe_file(path: Path) -> Recipe:
     """A recipe from a studio PNG or a recipe .json file."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:  # never more than the largest upload, plus one byte
+            data = file.read(MAX_UPLOAD_BYTES + 1)
     except OSError as exc:
         raise InputError(f"Cannot read {path.name}: {exc.strerror}.") from exc
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InputError(
+            f"{path.name} is over {MAX_UPLOAD_BYTES // 2**20} MB; a studio PNG or recipe is far "
+            "smaller. Open a file the studio saved."
+        )
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return recipe_from_png(data, path.name)
     if path.suffix.lower() == ".json" or data.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"{":

@@ -11,7 +11,7 @@ from PIL import Image, PngImagePlugin
 
 from bad_inputs import png_with_text
 from engine.cli import main
-from engine.errors import RecipeError, StudioError
+from engine.errors import InputError, RecipeError, StudioError
 from engine.input_limits import (
     MAX_JSON_DEPTH,
     MAX_PNG_TEXT_BYTES,
@@ -218,3 +218,15 @@ def test_parse_json_document_is_a_studio_error_for_every_bad_input():
     for text in (DEEP, "{", "1" * 5000, b"\xff\xfe\x00", '{"a": 1, "a": 1}'):
         with pytest.raises(StudioError):
             parse_json_document(text, "The test document")
+
+
+def test_a_recipe_file_over_the_upload_limit_is_refused_without_reading_it_all(
+    tmp_path, monkeypatch
+):
+    import engine.metadata as metadata
+
+    monkeypatch.setattr(metadata, "MAX_UPLOAD_BYTES", 2 * 2**20)
+    big = tmp_path / "big.json"
+    big.write_text("{" + " " * 3 * 2**20 + "}")
+    with pytest.raises(InputError, match="big.json is over 2 MB"):
+        metadata.read_recipe_file(big)
