@@ -8,7 +8,8 @@ figure scaled by their streaming-multiprocessor count; every render then correct
 
 from __future__ import annotations
 
-import psutil
+import os
+
 import torch
 
 from engine.budget import GB, DeviceProfile, FluxShape
@@ -40,7 +41,7 @@ RUNTIME_FACTORS = {
 def device_profile(device: torch.device, attention: str = "") -> DeviceProfile:
     """The device's starting figures (before any render corrected them)."""
     if device.type != "cuda":
-        total = psutil.virtual_memory().total / GB
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB  # Linux
         return DeviceProfile("CPU", total * CPU_MEMORY_SHARE, CPU_FLOPS_PER_S)
     props = torch.cuda.get_device_properties(device)
     per_sm = 1.0 if props.major >= 9 else OLDER_GPU_FACTOR
