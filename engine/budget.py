@@ -96,11 +96,11 @@ class RunEstimate:
         return self.weights_gb + max((p.gb for p in self.parts), default=0.0)
 
     def short(self) -> str:
-        return f"about {_seconds(self.seconds)} and {self.peak_gb:.1f} GB peak on {self.device}"
+        return f"about {_seconds(self.seconds)} and {_memory(self.peak_gb)} peak on {self.device}"
 
     def describe(self) -> str:
-        parts = "; ".join(f"{p.what}: {_seconds(p.seconds)}, {p.gb:.1f} GB" for p in self.parts)
-        return f"{self.short()} ({self.weights_gb:.1f} GB of warm weights; {parts})"
+        parts = "; ".join(f"{p.what}: {_seconds(p.seconds)}, {_memory(p.gb)}" for p in self.parts)
+        return f"{self.short()} ({_memory(self.weights_gb)} of warm weights; {parts})"
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class RunBudget:
         if self.max_seconds is not None and estimate.seconds > self.max_seconds:
             out.append(f"time {_seconds(estimate.seconds)} > {_seconds(self.max_seconds)}")
         if self.max_gb is not None and estimate.peak_gb > self.max_gb:
-            out.append(f"memory {estimate.peak_gb:.1f} GB > {self.max_gb:.1f} GB")
+            out.append(f"memory {_memory(estimate.peak_gb)} > {_memory(self.max_gb)}")
         return out
 
 
@@ -222,7 +222,13 @@ def _with(recipe: Recipe, **parts) -> Recipe:
     return dataclasses.replace(recipe, **parts)
 
 
+def _memory(gb: float) -> str:
+    return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1024:.0f} MB"
+
+
 def _seconds(value: float) -> str:
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
     if value < 90:
         return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
     return f"{value / 60:.0f} min" if value < 5400 else f"{value / 3600:.1f} h"

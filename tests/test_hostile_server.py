@@ -85,7 +85,7 @@ def test_a_render_over_the_budget_is_refused_with_its_estimate(server: Any) -> N
         message = render_error(server, json.dumps(big))
     finally:
         engine.guard.budget = budget
-    assert "over the studio's run budget" in message and "GB peak" in message
+    assert "over the studio's run budget" in message and " peak on CPU" in message
     assert "It would fit with" in message
 
 
