@@ -19,7 +19,7 @@ earlier renders (`DeviceProfile.observe`), so estimates sharpen after the first 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.recipe import Recipe
 from engine.sizes import render_size, round_to_grid
@@ -27,7 +27,6 @@ from engine.sizes import render_size, round_to_grid
 GB = 1024**3
 TWO_EVAL_SAMPLERS = ("heun", "dpmpp_sde")
 LARGE_DECODE_PIXELS = 2048 * 2048
-LATENT_STEPS = (16, 24)  # the second pass runs round(16 + 24·speed_accuracy) steps
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,7 @@ class DeviceProfile:
 
 @dataclass(frozen=True)
 class PassCost:
+    stage: str  # the graph stage that runs this pass
     what: str
     seconds: float
     gb: float  # activations on top of the warm weights
@@ -127,7 +127,6 @@ class Workload:
     latent: bool = True
     decode: bool = True
     tiled_vae: bool = False
-    extra: dict[str, bool] = field(default_factory=dict)
 
 
 def estimate(
@@ -143,14 +142,13 @@ def estimate(
     parts: list[PassCost] = []
     if work.base and recipe.source.kind != "image":
         evals = _evaluations(recipe.settings.sampler, recipe.settings.steps, recipe.settings.cfg)
-        parts.append(_flux_pass("base pass", width, height, batch, evals, shape, device))
+        parts.append(_flux_pass("base", width, height, batch, evals, shape, device))
     if work.latent and recipe.latent.enabled and recipe.source.kind != "image":
         width = round_to_grid(width * recipe.latent.upscale)
         height = round_to_grid(height * recipe.latent.upscale)
-        steps = round(LATENT_STEPS[0] + LATENT_STEPS[1] * recipe.latent.speed_accuracy)
-        evals = _evaluations(recipe.settings.sampler, steps, recipe.settings.cfg)
+        evals = _evaluations(recipe.settings.sampler, recipe.latent.steps, recipe.settings.cfg)
         evals = evals if recipe.latent.denoise > 0 else 0
-        parts.append(_flux_pass("latent pass", width, height, batch, evals, shape, device))
+        parts.append(_flux_pass("latent", width, height, batch, evals, shape, device))
     if work.decode and recipe.source.kind != "image":
         parts.append(_decode(width, height, batch, shape, device, work.tiled_vae))
     return RunEstimate(device.name, weights_gb, tuple(parts))
@@ -170,15 +168,16 @@ def _evaluations(sampler: str, steps: int, cfg: float) -> int:
 
 
 def _flux_pass(
-    what: str, width: int, height: int, batch: int, evals: int, shape: FluxShape, dev: DeviceProfile
-) -> PassCost:
+    stage: str, width: int, height: int, batch: int, evals: int, shape: FluxShape,
+    dev: DeviceProfile,
+) -> PassCost:  # fmt: skip
     tokens = (width // 16) * (height // 16) + shape.text_tokens
     flops = evals * batch * flux_flops(tokens, shape, dev.linear_factor, dev.attention_factor)
     act = batch * tokens * shape.hidden * 2 * dev.act_factor
     if dev.quadratic_attention:
         act += batch * shape.heads * tokens**2 * 4  # fp32 scores and their softmax
-    label = f"{what} {width}×{height}" + (f" ×{batch}" if batch > 1 else "")
-    return PassCost(label, flops / dev.flops_per_s, act / GB, flops)
+    label = f"{stage} pass {width}×{height}" + (f" ×{batch}" if batch > 1 else "")
+    return PassCost(stage, label, flops / dev.flops_per_s, act / GB, flops)
 
 
 def _decode(
@@ -191,7 +190,7 @@ def _decode(
     rate = dev.vae_pixels_per_s if pixels <= LARGE_DECODE_PIXELS else dev.vae_large_pixels_per_s
     rate = dev.vae_tiled_pixels_per_s if tiled and pixels > shape.vae_tile_pixels else rate
     seconds = batch * pixels * (shape.vae_channels / 128) ** 2 / rate
-    return PassCost(f"decode {width}×{height}", seconds, gb)
+    return PassCost("decode", f"decode {width}×{height}", seconds, gb)
 
 
 def cheaper_variants(recipe: Recipe) -> list[tuple[str, Recipe]]:

@@ -174,6 +174,11 @@ class LatentParams:
     noise_strength: float = bounded(0.3, 0.0, 0.8, 0.01)
     noise_seed: int = bounded(0, 0, MAX_SEED, 1)
 
+    @property
+    def steps(self) -> int:
+        """The second pass's step count: speed<->accuracy q gives round(16 + 24q)."""
+        return round(16 + 24 * self.speed_accuracy)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExpressionParams:

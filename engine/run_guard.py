@@ -29,7 +29,6 @@ from engine.runtypes import RunReport
 
 log = logging.getLogger(__name__)
 HEAVY_STAGES = ("base", "latent", "decode")
-TIMED_PASSES = {"base": "base pass", "latent": "latent pass"}
 
 
 class OverBudget(StudioError):
@@ -69,10 +68,8 @@ class RunGuard:
         work = Workload(work.base, work.latent, work.decode, runtime.memory.tiled_vae)
         return estimate(recipe, shape, scaled, weights, work)
 
-    def check(self, recipe: Recipe, bundle: Any, pending: set[str]) -> RunEstimate | None:
+    def check(self, recipe: Recipe, bundle: Any, pending: set[str]) -> RunEstimate:
         """Raise OverBudget when the stages about to run would not fit the budget."""
-        if not pending & set(HEAVY_STAGES):
-            return None
         work = Workload(*(name in pending for name in HEAVY_STAGES))
         found = self.estimate(recipe, bundle, work)
         problems = self.budget.problems(found)
@@ -87,9 +84,8 @@ class RunGuard:
             return
         ran = dict(report.ran)
         for part in found.parts:
-            stage = next((s for s, w in TIMED_PASSES.items() if part.what.startswith(w)), None)
-            if stage in ran and part.flops > 0:
-                self.profile().observe(part.flops, ran[stage] / 1000)
+            if part.stage in ran and part.flops > 0:  # the transformer passes
+                self.profile().observe(part.flops, ran[part.stage] / 1000)
 
     def _refusal(
         self, recipe: Recipe, bundle: Any, work: Workload, found: RunEstimate, problems: list

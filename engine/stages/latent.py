@@ -53,7 +53,7 @@ def second_pass_settings(recipe: Recipe) -> Any:
     return dataclasses.replace(
         recipe.settings,
         scheduler="simple",
-        steps=round(16 + 24 * lat.speed_accuracy),
+        steps=lat.steps,
         denoise=lat.denoise,
         guidance=lat.guidance,
         detail_daemon=DetailDaemonParams(enabled=amount != 0, amount=amount),
