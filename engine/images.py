@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from engine.errors import InputError
 from engine.files import atomic_write
+from engine.input_limits import is_image_digest
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 MAX_PIXELS = 8192 * 8192
@@ -120,11 +121,6 @@ class ImageStore:
         return to_rgb(Image.open(self._path(self.require(digest))))
 
     def _path(self, digest: str) -> Path:
-        algo, _, hexdigest = digest.partition(":")
-        if (
-            algo != "sha256"
-            or len(hexdigest) != 64
-            or not all(c in "0123456789abcdef" for c in hexdigest)
-        ):
+        if not is_image_digest(digest):
             raise InputError(f"{digest[:80]!r} is not an image digest (sha256:<64 hex>).")
-        return self.folder / f"{hexdigest}.png"
+        return self.folder / f"{digest.removeprefix('sha256:')}.png"

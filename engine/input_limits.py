@@ -99,7 +99,7 @@ def check_name(value: str, path: str, kind: str) -> str | None:
     if not value:
         return None
     if kind == DIGEST:
-        if _DIGEST.fullmatch(value):
+        if is_image_digest(value):
             return None
         return (
             f"{path}: {value[:80]!r} is not an image digest (sha256:<64 hex>). "
@@ -120,6 +120,11 @@ def check_name(value: str, path: str, kind: str) -> str | None:
             "absolute path, no '..', no drive). Choose a file from the list."
         )
     return None
+
+
+def is_image_digest(value: str) -> bool:
+    """Whether `value` has the image store's digest form, sha256:<64 lower-case hex>."""
+    return _DIGEST.fullmatch(value) is not None
 
 
 def _object(pairs: list[tuple[str, Any]], duplicates: dict[int, tuple[dict, str]]) -> dict:
