@@ -15,6 +15,7 @@ from engine.budget import RunBudget, RunEstimate, Workload
 from engine.cache import ArtifactCache
 from engine.color.grader import ColorGrader
 from engine.errors import InputError, StudioError
+from engine.expression.models import ExpressionConfig, ExpressionModels
 from engine.graph import StageContext, StageGraph
 from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
@@ -33,6 +34,9 @@ from engine.stage_images import StageImages
 from engine.stages.base import BaseStage
 from engine.stages.color import ColorStage
 from engine.stages.decode import DecodeStage
+from engine.stages.expression import ExpressionStage
+from engine.stages.expression_driving import ExpressionDrivingStage
+from engine.stages.expression_face import ExpressionFaceStage
 from engine.stages.image import ImageStage
 from engine.stages.latent import LatentStage
 from engine.stages.redux import ReduxStage
@@ -43,7 +47,7 @@ from engine.warmup import WarmUp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
-IMAGE_STAGES = ("image", "decode", "color")
+IMAGE_STAGES = ("image", "decode", "expression", "color")
 FINAL_STAGE = "color"
 
 
@@ -107,8 +111,12 @@ class Engine:
         self.cache = ArtifactCache(config.cache_bytes)
         self.images = ImageStore(config.data_dir / "images")
         self.grader = ColorGrader(list(self.lut_folders))
+        self.expression_models = ExpressionModels(
+            ExpressionConfig(config.models.models_dir, config.models.tiny, config.models.device)
+        )
         stages = [TextStage(), VisionStage(), ReduxStage(), BaseStage(), LatentStage()]
-        self.graph = StageGraph([*stages, DecodeStage(), ImageStage(), ColorStage()], self.cache)
+        post = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage(), ColorStage()]
+        self.graph = StageGraph([*stages, DecodeStage(), ImageStage(), *post], self.cache)
         self._diffusion: bool | None = None
         self._lock = threading.Lock()
         self.warmup = WarmUp()
@@ -250,8 +258,17 @@ class Engine:
             return self._diffusion
 
     def models_status(self) -> str:
-        parts = [self.models.describe(), self.redux_models.describe(), self.warmup.describe()]
+        parts = [
+            self.models.describe(),
+            self.redux_models.describe(),
+            self.expression_models.describe(),
+            self.warmup.describe(),
+        ]
         return "\n\n".join(part for part in parts if part)
+
+    def expression_status(self) -> str:
+        """Which LivePortrait networks and face detector the Expression tab uses."""
+        return self.expression_models.describe()
 
     def demo_label(self) -> str | None:
         if self.config.models.tiny:

@@ -182,9 +182,13 @@ class LatentParams:
 
 @dataclass(frozen=True, kw_only=True)
 class ExpressionParams:
-    """Group 6: AdvancedLivePortrait expression editor (specs §7 ranges)."""
+    """Group 6: AdvancedLivePortrait expression editor (specs §7 ranges).
 
-    enabled: bool = False
+    On by default: with every slider at zero, full source ratio and no driving image the
+    editor changes nothing and the stage is skipped (engine.expression.editor.is_neutral).
+    """
+
+    enabled: bool = True
     rotate_pitch: float = bounded(0.0, -20.0, 20.0, 0.5)
     rotate_yaw: float = bounded(0.0, -20.0, 20.0, 0.5)
     rotate_roll: float = bounded(0.0, -20.0, 20.0, 0.5)
@@ -194,8 +198,8 @@ class ExpressionParams:
     pupil_x: float = bounded(0.0, -15.0, 15.0, 0.5)
     pupil_y: float = bounded(0.0, -15.0, 15.0, 0.5)
     aaa: float = bounded(0.0, -30.0, 120.0, 1.0)
-    eee: float = bounded(0.0, -20.0, 15.0, 0.2)
-    woo: float = bounded(0.0, -20.0, 15.0, 0.2)
+    eee: float = bounded(0.0, -20.0, 15.0, 0.1)
+    woo: float = bounded(0.0, -20.0, 15.0, 0.1)
     smile: float = bounded(0.0, -0.3, 1.3, 0.01)
     src_ratio: float = bounded(1.0, 0.0, 1.0, 0.01)
     sample_image: str = file_ref(DIGEST)

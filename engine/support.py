@@ -10,7 +10,6 @@ from engine.recipe import Recipe
 def unsupported_features(recipe: Recipe) -> list[str]:
     """Human names of the features a recipe switches on that have no stage yet."""
     post = [
-        (recipe.expression.enabled, "the Expression editor (expression.enabled)"),
         (recipe.refine.enabled, "Refine / detailers (refine.enabled)"),
         (recipe.upscale.enabled, "Upscale (upscale.enabled)"),
     ]

@@ -97,7 +97,7 @@ def test_expression_is_core_plus_a_neutral_expression_editor(presets: dict[str, 
     assert load_preset(PRESETS_DIR / "expression.json").partial["expression"]
     e = expression.expression
     assert (e.sample_parts, e.crop_factor, e.smile) == ("OnlyExpression", 1.7, 0.0)
-    assert not e.enabled  # documented: off until the engine has the stage
+    assert e.enabled  # on, but neutral: the stage is skipped until a slider moves
 
 
 @pytest.mark.parametrize("preset_id", sorted(TURBO_ROWS))
@@ -181,8 +181,8 @@ def test_field_labels_are_unambiguous_inside_a_group() -> None:
     assert field_label("settings.detail_daemon.amount") == "Detail amount"
     assert field_label("settings.lying_sigma.dishonesty") == "Lying Sigma dishonesty factor"
     assert field_label("color.tone.saturation") == "Saturation"
-    assert field_label("expression.enabled") == "Expression"
-    assert field_label("expression.rotate_pitch") == "Rotate pitch"  # no control: in words
+    assert field_label("expression.enabled") == "Expression editor"
+    assert field_label("upscale.tile_width") == "Tile width"  # no control: in words
 
 
 def test_a_lora_file_is_found_by_name_or_alone_in_a_subfolder() -> None:

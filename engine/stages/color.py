@@ -23,7 +23,7 @@ class ColorStage:
     uses_models = False
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("image",) if recipe.source.kind == "image" else ("decode",)
+        return ("expression",)  # forwards its own input while the editor is off
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.color.enabled
