@@ -13,6 +13,7 @@ import dataclasses
 
 from engine.recipe import PromptParams
 from studio.binding_row import Binding
+from studio.bindings_expression import EXPRESSION_BINDINGS
 from studio.bindings_redux import REDUX_BINDINGS
 
 BINDINGS: tuple[Binding, ...] = (
@@ -251,6 +252,7 @@ BINDINGS: tuple[Binding, ...] = (
         "Seed of ε; image i of a batch uses seed + i.",
         widget="number",
     ),
+    *EXPRESSION_BINDINGS,
     # Color (suite group 10): pure RGB work, never re-runs diffusion.
     Binding(
         "color.enabled",

@@ -230,41 +230,65 @@ class StudioCallbacks:
     def regrade(self, data: Mapping[gr.Component, Any], request: MaybeRequest = None) -> Updates:
         """Re-grade the result on screen in place (only the colour stage runs); its PNGs
         and history entry follow once the grade settles."""
+        return self.rerun(data, request, COLOR, "Colour settings apply to the next image.")
+
+    def rerun(
+        self,
+        data: Mapping[gr.Component, Any],
+        request: MaybeRequest,
+        prefix: str,
+        idle: str,
+        base: Recipe | None = None,
+        notice: str = "Re-graded · grade {n}",
+    ) -> Updates:
+        """The result on screen with the controls under `prefix` (over `base`, default the
+        result's own recipe) re-applied in place: only the stages they touch run."""
         session: Session = data[self.state]
         if session.last is None:
-            return res.show_status(self.panel, "Colour settings apply to the next image.")
+            return res.show_status(self.panel, idle)
         try:
-            recipe = self.controls.recipe(session.last.requested, data, prefix=COLOR)
+            recipe = self.controls.recipe(base or session.last.requested, data, prefix=prefix)
         except StudioError as exc:
-            return self._fail(exc, "Not re-graded.")
+            return self._fail(exc, "Not changed.")
         if recipe == session.last.requested:
             return {self.panel.status: gr.skip()}  # a blur or repeat that changed nothing
         try:
             result = self.engine.run(recipe, save=False)
         except Exception as exc:  # every failure becomes a message; the image stays
-            return self._fail(exc, "Not re-graded.")
+            return self._fail(exc, "Not changed.")
         session.regraded(run_view(recipe, result))
         self.kept.regraded(session.last, owner_of(request))
-        return res.show_regrade(self.panel, session)
+        return res.show_regrade(self.panel, session, notice)
 
-    def grade_upload(
-        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    def upload_post(
+        self,
+        data: Mapping[gr.Component, Any],
+        path: str | None,
+        prefix: str,
+        request: Any,
+        failed: str = "Not graded.",
     ) -> Updates:
-        """Store an uploaded picture and grade it with the Color tab (no diffusion)."""
+        """Store an uploaded picture and run the post stages under `prefix` on it (no
+        diffusion): the Color tab grades it, the Expression tab edits (and grades) it."""
         session: Session = data[self.state]
-        path = data[self.upload]
         if not path:
             return res.show_status(self.panel, "No picture was uploaded.")
         try:
             digest = store_upload(self.engine, path)
-            recipe = self.controls.recipe(session.base, data, prefix=COLOR)
+            recipe = self.controls.recipe(session.base, data, prefix=prefix)
             recipe = set_path(set_path(recipe, "source.kind", "image"), "source.image", digest)
             owner = owner_of(request)
             folder = owner_outputs(self.engine.config.outputs_dir, owner)
             result = self.engine.run(recipe, outputs_dir=folder)
         except Exception as exc:  # every failure becomes a message
-            return self._fail(exc, "Not graded.")
+            return self._fail(exc, failed)
         return self._show_new(session, run_view(recipe, result), owner)
+
+    def grade_upload(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
+        """Store an uploaded picture and grade it with the Color tab (no diffusion)."""
+        return self.upload_post(data, data[self.upload], COLOR, request)
 
     def upload_source(self, session: Session, path: str | None, denoise: float | None) -> Updates:
         """Check and store a start image for img2img, and switch img2img on."""

@@ -7,11 +7,13 @@ from typing import Any
 
 import gradio as gr
 
+from engine.expression.presets import load_presets as load_expression_presets
 from studio.callbacks import StudioCallbacks
 from studio.controls import Controls
+from studio.expression_callbacks import ExpressionCallbacks
 from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
 from studio.golden_seeds import GoldenSeeds
-from studio.panels import color, latent, prompt, redux, results, settings
+from studio.panels import color, expression, latent, prompt, redux, results, settings
 from studio.presets import load_presets
 from studio.results_callbacks import ResultsCallbacks
 from studio.session import Session
@@ -38,6 +40,7 @@ def build_ui(engine: Any) -> gr.Blocks:
     recipe = engine.default_recipe()
     controls = Controls()
     presets = load_presets()
+    expressions = load_expression_presets()
     golden = GoldenSeeds(engine.config.data_dir / GOLDEN_SEEDS_FILE)
     with gr.Blocks(title="Portrait Studio", analytics_enabled=False) as demo:
         state = gr.State(Session(base=recipe))  # deep-copied for each session
@@ -55,6 +58,11 @@ def build_ui(engine: Any) -> gr.Blocks:
                         tab = settings.build_settings_tab(controls, recipe, presets)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
                         latent.build_latent_tab(controls, recipe)
+                    with gr.Tab(expression.TITLE, id="expression", elem_id="ps-tab-expression"):
+                        faces = expression.build_expression_tab(
+                            controls, recipe, [(p.label, p.note) for p in expressions],
+                            engine.expression_status(),
+                        )  # fmt: skip
                     with gr.Tab(color.TITLE, id="color", elem_id="ps-tab-color"):
                         upload = color.build_color_tab(controls, recipe, engine.list_luts())
             with gr.Column(scale=6, min_width=420, elem_id="ps-results"):
@@ -76,6 +84,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         _wire_results(callbacks)
         ResultsCallbacks(callbacks).wire(demo)
         _wire_source(callbacks)
+        ExpressionCallbacks(callbacks, faces, expressions).wire()
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:
@@ -95,8 +104,8 @@ def _banner(engine: Any) -> None:
         lines.append(f"**{label}**")
     if not engine.has_diffusion():
         lines.append(
-            "No diffusion weights were found, so Generate is off. The Color tab still "
-            "grades uploaded images.\n\n" + engine.models_status()
+            "No diffusion weights were found, so Generate is off. The Expression and Color "
+            "tabs still edit and grade uploaded images.\n\n" + engine.models_status()
         )
     gr.Markdown("\n\n".join(lines), visible=bool(lines), elem_id="ps-banner")
 

@@ -254,7 +254,10 @@ def test_every_bound_field_is_on_the_page_in_the_suite_s_tab_order(tiny_engine: 
     assert {"ps-redux-upload-1", "ps-redux-upload-2", "ps-redux-start", "ps-lora-all"} <= ids
     assert {"ps-lora-total", "ps-lora-report", "ps-effective-prompt", "ps-lora-add"} <= ids
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-    assert tabs == ["Redux blend", "Size / LoRA / Prompt", "Settings", "Latent", "Color"]
+    assert tabs == [
+        "Redux blend", "Size / LoRA / Prompt", "Settings", "Latent", "Expression", "Color"
+    ]  # fmt: skip
+    assert {"ps-expr-preset", "ps-expr-apply", "ps-expression-ab", "ps-expr-upload"} <= ids
 
 
 def test_two_references_render_through_the_api(

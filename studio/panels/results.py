@@ -130,12 +130,15 @@ def show_current(panel: ResultsPanel, session: Session) -> Updates:
     return {panel.current: display_file(image) if image is not None else None}
 
 
-def show_regrade(panel: ResultsPanel, session: Session) -> Updates:
-    """Only what a re-grade changes: the image on screen, the report, the recipe file."""
+def show_regrade(
+    panel: ResultsPanel, session: Session, notice: str = "Re-graded · grade {n}"
+) -> Updates:
+    """Only what a re-grade changes: the image on screen, the report, the recipe file.
+    `notice` is the status line, {n} the count of changes in place."""
     view = session.last
     assert view is not None
     updates = {
-        **show_notice(panel, f"Re-graded · grade {session.grades}"),
+        **show_notice(panel, notice.format(n=session.grades)),
         **show_current(panel, session),
         panel.report: report_markdown(view),
         panel.download: gr.update(value=recipe_file(view), interactive=True),

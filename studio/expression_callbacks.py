@@ -1,0 +1,154 @@
+"""The Expression tab's handlers: a slider re-edits the result on screen, a preset sets the
+sliders (and re-edits), a driving photo is stored and used, an uploaded photo is edited
+without diffusion. The engine's cache keeps the face crop and features: only the
+expression stage and what follows it run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gradio as gr
+
+from engine.errors import StudioError
+from engine.expression.presets import ExpressionPreset, node_values
+from engine.recipe import Recipe
+from engine.recipe_json import set_path
+from studio.callbacks import MaybeRequest, StudioCallbacks, Updates
+from studio.panels import results as res
+from studio.panels.color import PREFIX as COLOR
+from studio.panels.expression import PREFIX, ExpressionPanel, before_after
+from studio.session import Session
+from studio.uploads import store_upload, stored_image
+
+IDLE = "Expression settings apply to the next image (or upload a photo below to edit it)."
+EDITED = "Expression edited · change {n}"
+SAMPLE = "expression.sample_image"
+
+
+class ExpressionCallbacks:
+    """Handlers of the Expression tab; per-session data stays in the studio's state."""
+
+    def __init__(
+        self, studio: StudioCallbacks, panel: ExpressionPanel, presets: list[ExpressionPreset]
+    ) -> None:
+        self.studio = studio
+        self.panel = panel
+        self.presets = {preset.label: preset for preset in presets}
+
+    @property
+    def controls(self) -> list[gr.Component]:
+        return self.studio.controls.components(PREFIX)
+
+    def outputs(self) -> list[gr.Component]:
+        return [*res.regrade_outputs(self.studio.panel), self.panel.ab]
+
+    def reedit(self, data: Mapping[gr.Component, Any], request: MaybeRequest = None) -> Updates:
+        """Re-edit the result on screen with the tab's settings."""
+        updates = self.studio.rerun(data, request, PREFIX, IDLE, notice=EDITED)
+        return self._with_ab(data, updates)
+
+    def apply_preset(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
+        """Set the sliders to a preset and re-edit the result on screen with them."""
+        label = data[self.panel.preset]
+        preset = self.presets.get(label)
+        if preset is None:
+            return {self.panel.preset_note: "Choose one of the presets first."}
+        values = node_values(preset)
+        sliders = {self.studio.controls[PREFIX + name]: value for name, value in values.items()}
+        enabled = self.studio.controls["expression.enabled"]
+        moved = {**data, **sliders, enabled: True}
+        updates = self.studio.rerun(moved, request, PREFIX, IDLE, notice=f"{label} · {{n}}")
+        note = f"**{label}**: {preset.note}. " + ", ".join(
+            f"{name.replace('rotate_', '')} {value:g}" for name, value in values.items() if value
+        )
+        return {
+            **self._with_ab(data, updates),
+            **sliders,
+            enabled: True,
+            self.panel.preset_note: note,
+        }
+
+    def preset_outputs(self) -> list[gr.Component]:
+        return [*self.outputs(), *self.controls, self.panel.preset_note]
+
+    def upload_driving(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
+        """Store a driving photo, use it from now on, and re-edit the result on screen."""
+        session: Session = data[self.studio.state]
+        path = data[self.panel.driving]
+        try:
+            digest = store_upload(self.studio.engine, path, "The driving photo") if path else ""
+        except StudioError as exc:
+            return self.studio._fail(exc, "Driving photo not stored.")
+        return self._use_driving(data, session, digest, request)
+
+    def _use_driving(
+        self, data: Mapping[gr.Component, Any], session: Session, digest: str, request: Any
+    ) -> Updates:
+        session.base = set_path(session.base, SAMPLE, digest)
+        preview = {self.panel.driving_preview: stored_image(self.studio.engine, digest)}
+        if session.last is None:
+            note = "Driving photo stored: it applies to the next image." if digest else "Removed."
+            return {**res.show_notice(self.studio.panel, note), **preview}
+        base: Recipe = set_path(session.last.requested, SAMPLE, digest)
+        updates = self.studio.rerun(data, request, PREFIX, IDLE, base=base, notice=EDITED)
+        return {**self._with_ab(data, updates), **preview}
+
+    def clear_driving(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
+        return self._use_driving(data, data[self.studio.state], "", request)
+
+    def driving_outputs(self) -> list[gr.Component]:
+        return [*self.outputs(), self.panel.driving_preview]
+
+    def edit_upload(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
+        """Edit (and grade) an uploaded photo: no Flux weights needed."""
+        updates = self.studio.upload_post(
+            data, data[self.panel.upload], "", request, failed="Not edited."
+        )
+        return self._with_ab(data, updates)
+
+    def _with_ab(self, data: Mapping[gr.Component, Any], updates: Updates) -> Updates:
+        session: Session = data[self.studio.state]
+        pair = before_after(session)
+        return {**updates, self.panel.ab: pair}
+
+    def wire(self) -> None:
+        """Connect the tab's events (inside the Blocks context)."""
+        cb, panel = self.studio, self.panel
+        for component in self.controls:
+            triggers = [component.input]
+            if isinstance(component, gr.Slider):
+                triggers.append(component.release)
+            _on(triggers, self.reedit, {cb.state, *self.controls}, self.outputs())
+        _on([panel.apply.click], self.apply_preset, {cb.state, panel.preset, *self.controls},
+            self.preset_outputs())  # fmt: skip
+        driving = {cb.state, panel.driving, *self.controls}
+        _on([panel.driving.upload], self.upload_driving, driving, self.driving_outputs())
+        _on([panel.driving.clear], self.clear_driving, driving, self.driving_outputs())
+        everything = {cb.state, panel.upload, *self.controls, *cb.controls.components(COLOR)}
+        outputs = [*res.run_outputs(cb.panel), panel.ab]
+        _on([panel.upload.upload], self.edit_upload, everything, outputs)
+
+
+def _on(triggers: list[Any], handler: Any, inputs: set, outputs: list[gr.Component]) -> None:
+    """Edits use the LivePortrait networks: one at a time and the newest wins, never behind
+    a render's queue slot (the engine's model lock orders them with a running render)."""
+    gr.on(
+        triggers,
+        handler,
+        inputs=inputs,
+        outputs=outputs,
+        concurrency_limit=1,
+        concurrency_id="expression",
+        trigger_mode="always_last",
+        api_visibility="private",
+        show_progress="hidden",
+    )
