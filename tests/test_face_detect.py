@@ -411,3 +411,16 @@ def test_face_detector_uses_the_yolo_file_when_there(face_checkpoint: Path, tmp_
     os.utime(at_top, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert face_detector_identity(models) != first
     assert face_detector(models, "cpu").identity == face_detector_identity(models)
+
+
+def test_ultralytics_leaves_pillow_as_it_was_so_bad_uploads_keep_their_message() -> None:
+    from PIL import Image
+
+    from bad_inputs import corrupt_png
+    from engine.errors import InputError
+    from engine.images import open_checked
+
+    configure_ultralytics_offline()  # imports ultralytics, which patches Image.open
+    assert Image.open.__module__ == "PIL.Image"
+    with pytest.raises(InputError, match="upload again|damaged"):
+        open_checked(corrupt_png(), "upload.png")

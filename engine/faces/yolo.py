@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from engine.errors import ModelNotFoundError
 from engine.faces.boxes import FaceBox, check_rgb
@@ -72,12 +73,22 @@ _LOAD_LOCK = threading.Lock()
 
 def configure_ultralytics_offline() -> Path:
     """Offline, quiet, never pip-installing settings for ultralytics; returns its config
-    folder. Effective only before ultralytics is first imported (it reads them at import)."""
+    folder. Effective only before ultralytics is first imported (it reads them at import).
+
+    Importing ultralytics also replaces PIL.Image.open for the whole process with a wrapper
+    that, on any file Pillow cannot identify, tries to install and import a HEIF plugin: a
+    corrupt upload would then end in ModuleNotFoundError instead of the studio's message.
+    We put Pillow's own function back right after the import (the detector never needs it).
+    """
     default = Path(tempfile.gettempdir()) / "portrait-studio-ultralytics"
     config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(default)))
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "False"
     os.environ["YOLO_VERBOSE"] = "False"
+    pillow_open = Image.open
+    import ultralytics.utils.patches  # noqa: F401  (the import that patches Pillow)
+
+    Image.open = pillow_open
     return config_dir
 
 
