@@ -16,9 +16,9 @@ import gradio as gr
 
 from engine.errors import Cancelled, InputError, StudioError
 from engine.recipe import Recipe
-from engine.recipe_json import recipe_from_json, set_path
+from engine.recipe_json import set_path
 from engine.runtypes import CancelToken
-from studio.cancels import RunningRenders, run_cancellable
+from studio.cancels import RunningRenders
 from studio.controls import Controls
 from studio.kept import KeptResults
 from studio.lora_rules import report_markdown
@@ -160,7 +160,7 @@ class StudioCallbacks:
             seed = seed_for_run(mode, recipe.settings.seed, session.last_seed)
             recipe = set_path(recipe, "settings.seed", seed)
         except StudioError as exc:
-            yield self._fail(exc)
+            yield self.fail(exc)
             return
         session.last_seed = seed
         cancel = new_cancel_token(self.engine)
@@ -201,7 +201,7 @@ class StudioCallbacks:
                     updates[self.loras.panel.report] = report_markdown(event.result.report.notes)
                 yield {**updates, **ready}
             elif isinstance(event, Failed):
-                yield {**self._fail(event.error), self.panel.progress: "", **ready}
+                yield {**self.fail(event.error), self.panel.progress: "", **ready}
 
     def _show_new(self, session: Session, view: RunView, owner: str) -> Updates:
         """Keep a new result in the history and show it everywhere."""
@@ -249,13 +249,13 @@ class StudioCallbacks:
         try:
             recipe = self.controls.recipe(base or session.last.requested, data, prefix=prefix)
         except StudioError as exc:
-            return self._fail(exc, "Not changed.")
+            return self.fail(exc, "Not changed.")
         if recipe == session.last.requested:
             return {self.panel.status: gr.skip()}  # a blur or repeat that changed nothing
         try:
             result = self.engine.run(recipe, save=False)
         except Exception as exc:  # every failure becomes a message; the image stays
-            return self._fail(exc, "Not changed.")
+            return self.fail(exc, "Not changed.")
         session.regraded(run_view(recipe, result))
         self.kept.regraded(session.last, owner_of(request))
         return res.show_regrade(self.panel, session, notice)
@@ -281,7 +281,7 @@ class StudioCallbacks:
             folder = owner_outputs(self.engine.config.outputs_dir, owner)
             result = self.engine.run(recipe, outputs_dir=folder)
         except Exception as exc:  # every failure becomes a message
-            return self._fail(exc, failed)
+            return self.fail(exc, failed)
         return self._show_new(session, run_view(recipe, result), owner)
 
     def grade_upload(
@@ -297,7 +297,7 @@ class StudioCallbacks:
         try:
             digest = store_upload(self.engine, path, "The start image")
         except StudioError as exc:
-            return self._fail(exc, "Start image not stored.")
+            return self.fail(exc, "Start image not stored.")
         session.base = set_path(session.base, "source.image", digest)
         text = "Start image stored; Generate starts from it."
         if denoise is not None and denoise >= 0.9:
@@ -318,9 +318,10 @@ class StudioCallbacks:
         return updates
 
     def _not_stored(self, exc: BaseException) -> Updates:
-        return self._fail(exc, "Not stored.")
+        return self.fail(exc, "Not stored.")
 
-    def _fail(self, exc: BaseException, what: str = "Could not render.") -> Updates:
+    def fail(self, exc: BaseException, what: str = "Could not render.") -> Updates:
+        """A failure as a message above the image (a toast too); nothing else changes."""
         message = failure_message(exc)
         if isinstance(exc, Cancelled):
             return res.show_status(self.panel, message)
@@ -336,7 +337,7 @@ class StudioCallbacks:
         try:
             recipe = self.engine.read_recipe_file(Path(path))
         except StudioError as exc:
-            return self._fail(exc, "Not restored.")
+            return self.fail(exc, "Not restored.")
         return self.restored(session, recipe, f"Restored the recipe of {Path(path).name}.")
 
     def restored(self, session: Session, recipe: Recipe, notice: str) -> Updates:
@@ -366,42 +367,3 @@ class StudioCallbacks:
         if self.loras is not None:
             out += [*self.loras.panel.rows, self.loras.panel.add]
         return out
-
-    # -- API for programs ------------------------------------------------------------
-
-    async def render_api(
-        self, recipe_json: str, request: MaybeRequest = None
-    ) -> tuple[list[str], dict[str, Any]]:
-        """Render a recipe JSON (a partial one is laid over the default recipe).
-
-        Returns the saved PNG paths (each carries its recipe) and the run report. A
-        cancelled job stops the engine between two steps before the next job starts.
-        """
-        cancel = CancelToken()
-        folder = owner_outputs(self.engine.config.outputs_dir, owner_of(request))
-        try:
-            return await run_cancellable(
-                lambda: self._render_recipe_json(recipe_json, cancel, folder), cancel
-            )
-        except StudioError as exc:
-            raise gr.Error(str(exc), print_exception=False) from exc
-        except Exception as exc:  # a program gets a message, never a bare "Error"
-            raise gr.Error(failure_message(exc), print_exception=False) from exc
-
-    def _render_recipe_json(
-        self, recipe_json: str, cancel: CancelToken, folder: Path
-    ) -> tuple[list[str], dict[str, Any]]:
-        recipe = recipe_from_json(recipe_json or "", base=self.engine.default_recipe())
-        result = self.engine.run(recipe, save=True, cancel=cancel, outputs_dir=folder)
-        report = dict(result.report.to_dict())
-        report.setdefault("line", result.report.line())
-        return [str(p) for p in result.saved], report
-
-    def upload_api(self, path: str | None) -> str:
-        """Validate and store an image; returns its digest for `source.image` or Redux."""
-        if not path:
-            raise gr.Error("No file was uploaded.", print_exception=False)
-        try:
-            return store_upload(self.engine, path)
-        except StudioError as exc:
-            raise gr.Error(str(exc), print_exception=False) from exc

@@ -83,7 +83,7 @@ class ExpressionCallbacks:
         try:
             digest = store_upload(self.studio.engine, path, "The driving photo") if path else ""
         except StudioError as exc:
-            return self.studio._fail(exc, "Driving photo not stored.")
+            return self.studio.fail(exc, "Driving photo not stored.")
         return self._use_driving(data, session, digest, request)
 
     def _use_driving(

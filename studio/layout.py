@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from engine.expression.presets import load_presets as load_expression_presets
+from studio.api_callbacks import ApiCallbacks
 from studio.callbacks import StudioCallbacks
 from studio.controls import Controls
 from studio.expression_callbacks import ExpressionCallbacks
@@ -214,6 +215,7 @@ def _wire_results(cb: StudioCallbacks) -> None:
 
 def _api(cb: StudioCallbacks) -> None:
     """Endpoints for programs (gradio_client); the components never show on the page."""
+    api = ApiCallbacks(cb.engine)
     with gr.Column(visible=False):
         recipe_json = gr.Textbox(label="recipe_json")
         images = gr.File(label="images", file_count="multiple")
@@ -223,7 +225,7 @@ def _api(cb: StudioCallbacks) -> None:
         render = gr.Button("render")
         store = gr.Button("upload_image")
     render.click(
-        cb.render_api,
+        api.render_api,
         inputs=[recipe_json],
         outputs=[images, report],
         api_name="render",
@@ -235,7 +237,7 @@ def _api(cb: StudioCallbacks) -> None:
         concurrency_id=GPU,
     )
     store.click(
-        cb.upload_api,
+        api.upload_api,
         inputs=[image],
         outputs=[digest],
         api_name="upload_image",
