@@ -93,6 +93,16 @@ def test_a_driving_face_is_read_once_and_its_ratio_only_re_edits(engine: Any, ph
     assert "expression_driving" in again.report.cached
 
 
+def test_a_large_frame_is_searched_downscaled_and_edited_in_place(engine: Any) -> None:
+    large = astronaut().resize((3072, 3072), Image.BILINEAR)
+    digest = engine.store_image(png_bytes(large))
+    result = np.asarray(engine.run(edit(digest, smile=0.9), save=False).images[0], np.int16)
+    changed = np.abs(result - np.asarray(large, np.int16)).max(axis=2) > 0
+    rows, cols = np.nonzero(changed)
+    # the face (about x 1092-1614, y 378-1044 at this size) found on the 2048 px copy
+    assert cols.min() >= 600 and cols.max() <= 2160 and rows.max() <= 1680
+
+
 def test_a_photo_without_a_face_says_so_and_the_engine_keeps_working(
     engine: Any, photo: str
 ) -> None:

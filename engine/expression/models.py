@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from engine.errors import ModelNotFoundError
 from engine.expression.networks import LivePortraitNetworks, build_networks
 from engine.expression.networks.config import TINY_CONFIG
 from engine.expression.paste import mask_template
@@ -51,7 +52,6 @@ class ExpressionModels:
         self._detector: tuple[str, FaceDetector] | None = None
         self._mask: torch.Tensor | None = None
         self._lock = threading.RLock()
-        self.loads = 0
 
     @property
     def folders(self) -> list[Path]:
@@ -74,7 +74,6 @@ class ExpressionModels:
             nets.to(self.device, torch.float32)
             nets.eval()
             self._networks = (identity, nets)
-            self.loads += 1
             return nets
 
     def _build(self) -> LivePortraitNetworks:
@@ -109,7 +108,7 @@ class ExpressionModels:
             return f"Expression: tiny random LivePortrait networks (demo). {detector}"
         try:
             files = find_liveportrait_files(self.folders)
-        except Exception as exc:  # ModelNotFoundError: say where we looked
+        except ModelNotFoundError as exc:  # say where we looked
             return f"Expression unavailable. {exc}"
         return f"Expression: LivePortrait networks from {files.label}. {detector}"
 
