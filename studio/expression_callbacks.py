@@ -120,9 +120,18 @@ class ExpressionCallbacks:
         pair = before_after(session)
         return {**updates, self.panel.ab: pair}
 
-    def wire(self) -> None:
-        """Connect the tab's events (inside the Blocks context)."""
+    def refresh_ab(self, session: Session) -> Updates:
+        """The tab's before/after for the result on screen (after a render)."""
+        return {self.panel.ab: before_after(session)}
+
+    def wire(self, after_render: Any = None) -> None:
+        """Connect the tab's events (inside the Blocks context); `after_render` is the
+        Generate event, after which the tab's before/after follows the new result."""
         cb, panel = self.studio, self.panel
+        if after_render is not None:
+            after_render.then(
+                self.refresh_ab, inputs=[cb.state], outputs=[panel.ab], api_visibility="private"
+            )
         for component in self.controls:
             triggers = [component.input]
             if isinstance(component, gr.Slider):

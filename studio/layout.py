@@ -79,13 +79,13 @@ def build_ui(engine: Any) -> gr.Blocks:
             redux=references,
             generate_button=generate,
         )
-        _wire_render(callbacks, generate, stop)
+        rendered = _wire_render(callbacks, generate, stop)
         demo.unload(callbacks.disconnected)  # a closed tab stops its render
         _wire_color(callbacks)
         _wire_results(callbacks)
         ResultsCallbacks(callbacks).wire(demo)
         _wire_source(callbacks)
-        ExpressionCallbacks(callbacks, faces, expressions).wire()
+        ExpressionCallbacks(callbacks, faces, expressions).wire(after_render=rendered)
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:
@@ -124,7 +124,8 @@ def _buttons(engine: Any) -> tuple[gr.Button, gr.Button]:
     return generate, stop
 
 
-def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> None:
+def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> Any:
+    """Generate and Stop; returns Generate's event (others chain onto it)."""
     # trigger_mode "once": clicks while a render is pending are dropped, never queued twice.
     gen_event = generate.click(
         cb.generate,
@@ -145,6 +146,7 @@ def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> N
         concurrency_limit=None,
         api_visibility="private",
     )
+    return gen_event
 
 
 def _wire_color(cb: StudioCallbacks) -> None:
