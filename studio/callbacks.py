@@ -123,6 +123,9 @@ class StudioCallbacks:
         self.upload = upload
         self.seed_mode = seed_mode
         self.source = source
+        # Tabs with components that show what a restored recipe holds besides the bound
+        # fields (the Expression tab's driving photo): restored(recipe), restore_outputs().
+        self.restore_listeners: list[Any] = []
         preview = source.source_preview if source else None
         self.redux = (
             ReduxCallbacks(engine, controls, redux, state, panel, self._not_stored, preview)
@@ -353,6 +356,8 @@ class StudioCallbacks:
             updates.update(self.redux.restored(recipe))
         if self.loras is not None:
             updates.update(self.loras.restored(session, recipe))
+        for listener in self.restore_listeners:
+            updates.update(listener.restored(recipe))
         return updates
 
     def restore_outputs(self) -> list[gr.Component]:
@@ -366,4 +371,6 @@ class StudioCallbacks:
             out += self.redux.outputs()
         if self.loras is not None:
             out += [*self.loras.panel.rows, self.loras.panel.add]
+        for listener in self.restore_listeners:
+            out += listener.restore_outputs()
         return out

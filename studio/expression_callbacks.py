@@ -35,6 +35,15 @@ class ExpressionCallbacks:
         self.studio = studio
         self.panel = panel
         self.presets = {preset.label: preset for preset in presets}
+        studio.restore_listeners.append(self)
+
+    def restored(self, recipe: Recipe) -> Updates:
+        """A restored recipe's driving photo in the tab (or none)."""
+        digest = recipe.expression.sample_image
+        return {self.panel.driving_preview: stored_image(self.studio.engine, digest)}
+
+    def restore_outputs(self) -> list[gr.Component]:
+        return [self.panel.driving_preview]
 
     @property
     def controls(self) -> list[gr.Component]:

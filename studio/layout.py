@@ -79,13 +79,14 @@ def build_ui(engine: Any) -> gr.Blocks:
             redux=references,
             generate_button=generate,
         )
+        faces_callbacks = ExpressionCallbacks(callbacks, faces, expressions)
         rendered = _wire_render(callbacks, generate, stop)
         demo.unload(callbacks.disconnected)  # a closed tab stops its render
         _wire_color(callbacks)
         _wire_results(callbacks)
         ResultsCallbacks(callbacks).wire(demo)
         _wire_source(callbacks)
-        ExpressionCallbacks(callbacks, faces, expressions).wire(after_render=rendered)
+        faces_callbacks.wire(after_render=rendered)
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import fresh_tiny_engine
 from engine.expression.presets import load_presets
+from engine.recipe_json import set_path
 from studio.callbacks import StudioCallbacks
 from studio.controls import Controls
 from studio.expression_callbacks import ExpressionCallbacks
@@ -128,3 +129,15 @@ def test_a_photo_without_a_face_is_a_message_and_the_result_stays(
     error = updates[page.studio.panel.error]["value"]
     assert "Not edited." in error and "No face was found" in error
     assert session.last is shown
+
+
+def test_restoring_a_recipe_shows_its_driving_photo(page: Page, tmp_path: Path) -> None:
+    session = uploaded(page, tmp_path)
+    digest = page.studio.engine.store_image(Path(photo(tmp_path)).read_bytes())
+    recipe = session.last.requested
+    with_driving = set_path(recipe, "expression.sample_image", digest)
+    updates = page.studio.restored(session, with_driving, "restored")
+    assert updates[page.tab.panel.driving_preview] is not None
+    assert page.tab.panel.driving_preview in page.studio.restore_outputs()
+    cleared = page.studio.restored(session, recipe, "restored")
+    assert cleared[page.tab.panel.driving_preview] is None
