@@ -153,7 +153,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tiny", action="store_true", help="tiny networks (a smoke run)")
     figures = run(parser.parse_args())
-    print(json.dumps(figures, indent=2))
+    print(f"{figures['device']}, {figures['networks']}, {figures['size']}²")
+    for name, ms in figures["first_edit_parts_ms"].items():
+        move = figures["slider_move_parts_ms"].get(name)
+        print(
+            f"  {name:<22} first {ms:>10.1f} ms   move {'' if move is None else f'{move:.1f} ms'}"
+        )
+    print(f"  first edit {figures['first_edit_ms']:.1f} ms · slider move "
+          f"{figures['slider_move_ms']:.1f} ms · peak {figures['peak_memory_gb']} GB")  # fmt: skip
+    print(json.dumps(figures))  # the last line: the summary bench/gpu.sh collects
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 

@@ -1,6 +1,6 @@
 """One Markdown table of every GPU figure that bench/gpu.sh collected, for BENCHMARKS.md.
 
-Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch}.json (flux_speed.partial.json
+Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch,expression}.json (flux_speed.partial.json
 when the run was cut short), prints the table and writes it to <dir>/gpu-<GPU name>.md.
 Run: python bench/gpu_table.py bench/results
 """
@@ -60,8 +60,13 @@ def memory_rows(memory: dict) -> list[str]:
     return rows
 
 
-def other_rows(regrade: dict | None, lora: dict | None) -> list[str]:
+def other_rows(regrade: dict | None, lora: dict | None, face: dict | None = None) -> list[str]:
     rows = ["| benchmark | figure |", "|---|---|"]
+    if face:
+        rows.append(
+            f"| Expression slider move, {face['size']}² | {face['slider_move_ms']:.1f} ms "
+            f"(first edit {face['first_edit_ms']:.0f} ms, peak {face['peak_memory_gb']} GB) |"
+        )
     if regrade and "cuda" in regrade:
         gpu, cpu = regrade["cuda"], regrade["cpu"]
         rows.append(f"| colour re-grade {regrade['size']}² (GPU) | {gpu['regrade_ms']:.1f} ms |")
@@ -93,7 +98,9 @@ def table(folder: Path) -> tuple[str, str]:
         ]
     if memory:
         lines += [f"Warm studio memory at {memory['size']}²:", "", *memory_rows(memory), ""]
-    lines += other_rows(load(folder, "regrade"), load(folder, "lora_switch"))
+    lines += other_rows(
+        load(folder, "regrade"), load(folder, "lora_switch"), load(folder, "expression")
+    )
     return device, "\n".join(lines) + "\n"
 
 
