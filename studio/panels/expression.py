@@ -54,10 +54,15 @@ def build_expression_tab(
     )
     gr.Markdown(status, elem_classes=["ps-hint"], elem_id="ps-expression-models")
     controls.add("expression.enabled", recipe)
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False, elem_id="ps-expr-preset-row"):
         choices = [NO_PRESET, *(label for label, _ in presets)]
-        preset = gr.Dropdown(choices, value=NO_PRESET, label="Preset", elem_id="ps-expr-preset")
-        apply = gr.Button("Apply preset", elem_id="ps-expr-apply", size="sm")
+        preset = gr.Dropdown(
+            choices, value=NO_PRESET, label="Preset (seed 000 §7.3)", elem_id="ps-expr-preset",
+            scale=3,
+        )  # fmt: skip
+        apply = gr.Button(
+            "Apply preset", elem_id="ps-expr-apply", size="md", variant="secondary", scale=1
+        )
     preset_note = gr.Markdown("", elem_id="ps-expr-preset-note", elem_classes=["ps-hint"])
     for row in ROWS:
         controls.add_in_row(recipe, *(PREFIX + name for name in row))
