@@ -11,6 +11,7 @@ import torch
 from engine.flux import latents
 from engine.flux.denoiser import FluxDenoiser
 from engine.flux.guidance import flux_cfg_denoiser
+from engine.flux.inpaint import NoiseMask, masked_denoiser
 from engine.flux.preview import preview_image
 from engine.flux.prompt import PromptEmbeddings
 from engine.flux.samplers import SAMPLERS
@@ -54,8 +55,10 @@ def run_pass(
     cond: Conditioning,
     p: SamplingPass,
     init: torch.Tensor | None = None,
+    mask: NoiseMask | None = None,
 ) -> torch.Tensor:
-    """Sample packed latents (B, L, 64); `init` (packed, model space) starts img2img."""
+    """Sample packed latents (B, L, 64); `init` (packed, model space) starts img2img; `mask`
+    re-renders only where it is 1 and keeps `init` elsewhere (specs §8)."""
     s, device = p.settings, bundle.device
     sigmas, mu = pass_sigmas(p)
     noise, generators = latents.initial_noise(list(p.seeds), p.height, p.width)
@@ -63,7 +66,8 @@ def run_pass(
     if len(sigmas) == 0:
         return init if init is not None else noise
     sigma0 = sigmas[0].item()
-    x = sigma0 * noise + (1 - sigma0) * (init if init is not None else torch.zeros_like(noise))
+    clean = init if init is not None else torch.zeros_like(noise)
+    x = sigma0 * noise + (1 - sigma0) * clean
     transformer = _transformer(bundle, s, mu)
     denoiser = FluxDenoiser(
         transformer, cond.positive, latents.image_ids(p.height, p.width, device),
@@ -71,6 +75,9 @@ def run_pass(
     )  # fmt: skip
     ctx.note(bundle.describe_runtime())
     model = flux_cfg_denoiser(denoiser, cond.negative, s.cfg)
+    masked = None
+    if mask is not None:  # inside the sigma modifiers, where ComfyUI's KSamplerX0Inpaint sits
+        model = masked = masked_denoiser(model, mask, noise, clean, sigmas, mu, p.height, p.width)
     model = apply_sigma_modifiers(model, sigmas, s, mu)
     sampler = SAMPLERS[s.sampler]
     if s.sampler == "dpmpp_sde":
@@ -83,6 +90,8 @@ def run_pass(
         ctx.step(stage, i + 1, total, "sampling", preview)
 
     out = sampler(model, x, sigmas.to(device), generators, on_step)
+    if masked is not None:
+        out = masked.settle(out)
     ctx.count("model calls", model_calls(model))
     if transformer is not bundle.transformer:
         ctx.count("cache hits", transformer.hits)
