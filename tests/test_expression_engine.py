@@ -144,3 +144,18 @@ def test_expression_recipe_round_trips_and_is_in_the_png(engine: Any, photo: str
     result = engine.run(recipe, save=True)
     restored = engine.read_recipe_file(result.saved[0])
     assert restored.expression == dataclasses.replace(recipe.expression)
+
+
+def test_a_render_without_a_face_is_shown_as_rendered_with_a_note(engine: Any) -> None:
+    recipe = dataclasses.replace(
+        engine.default_recipe(),
+        expression=ExpressionParams(smile=0.5),
+        color=ColorParams(enabled=False),
+    )
+    result = engine.run(recipe, save=False)  # the tiny Flux renders patterns, not faces
+    assert "expression" in ran(result) and "expression_face" in ran(result)
+    assert any(
+        n.startswith("Expression not applied: No face was found") for n in result.report.notes
+    )
+    decoded = np.asarray(result.artifacts["decode"][0])
+    assert np.array_equal(np.asarray(result.images[0]), decoded)

@@ -46,6 +46,9 @@ class ExpressionStage:
         edited = []
         for index, (image, prep) in enumerate(zip(images, preps, strict=True)):
             ctx.step(self.name, index, len(images), "editing the expression")
+            if prep is None:  # a rendered image without a usable face: as rendered
+                edited.append(image)
+                continue
             with torch.inference_mode(), models.autocast():
                 face = driving[0] if driving else None
                 edited.append(edit_image(nets, prep, image, params.edit, face, mask))

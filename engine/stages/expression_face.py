@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from engine.errors import InputError
 from engine.expression.models import expression_models
 from engine.expression.prepare import FacePrep, prepare_face
 from engine.graph import StageContext
@@ -20,6 +21,7 @@ class FaceStageParams:
     crop_factor: float
     networks: str  # identity of the LivePortrait weights
     detector: str  # identity of the face detector
+    rendered: bool  # a render (True) passes a faceless image through; an upload is refused
 
 
 def expression_source(recipe: Recipe) -> str:
@@ -41,19 +43,29 @@ class ExpressionFaceStage:
     def select(self, recipe: Recipe, env: Any) -> FaceStageParams:
         models = expression_models(env)
         crop_factor = recipe.expression.crop_factor
-        return FaceStageParams(crop_factor, models.identity(), models.detector_identity())
+        rendered = expression_source(recipe) != "image"
+        identities = (models.identity(), models.detector_identity())
+        return FaceStageParams(crop_factor, *identities, rendered)
 
     def run(
         self, ctx: StageContext, params: FaceStageParams, upstream: dict
-    ) -> tuple[FacePrep, ...]:
+    ) -> tuple[FacePrep | None, ...]:
+        """One FacePrep per image; None for a rendered image without a usable face (it is
+        passed through as rendered, and the report says why)."""
         (images,) = upstream.values()
         models = expression_models(ctx.services)
         nets, detector = models.networks(), models.detector()
-        preps = []
+        preps: list[FacePrep | None] = []
         for index, image in enumerate(images):
             ctx.step(self.name, index, len(images), "finding and encoding the face")
             what = "the image" if len(images) == 1 else f"image {index + 1} of the batch"
-            with torch.inference_mode(), models.autocast():
-                preps.append(prepare_face(nets, detector, image, params.crop_factor, what))
+            try:
+                with torch.inference_mode(), models.autocast():
+                    preps.append(prepare_face(nets, detector, image, params.crop_factor, what))
+            except InputError as exc:
+                if not params.rendered:
+                    raise
+                ctx.note(f"Expression not applied: {exc} It is shown as rendered.")
+                preps.append(None)
         ctx.note(f"Expression: faces found by {detector.label}.")
         return tuple(preps)
