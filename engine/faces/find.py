@@ -16,6 +16,11 @@ FACE_MODEL = "face_yolov8n.pt"
 # The Expression editor's node looks in ultralytics/; the Impact detailers in ultralytics/bbox/.
 FACE_MODEL_FOLDERS = ("ultralytics", "ultralytics/bbox")
 FACE_MODEL_URL = "https://huggingface.co/Bingsu/adetailer"
+DETECTORS_FOLDER = "ultralytics"
+# Impact-Subpack's UltralyticsDetectorProvider lists ultralytics/bbox/ and ultralytics/segm/
+# (recursively, named "bbox/<file>" and "segm/<file>"); we also list ultralytics/ itself.
+DETECTOR_SUBFOLDERS = ("bbox", "segm")
+DETECTOR_SUFFIX = ".pt"  # what the safe loader reads: torch zip checkpoints
 
 
 def find_face_model(models_dir: Path | None) -> Path | None:
@@ -27,6 +32,32 @@ def find_face_model(models_dir: Path | None) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def list_detector_files(models_dir: Path | None) -> list[str]:
+    """The detailer detectors in the models folder, as names relative to its ultralytics/
+    folder: "bbox/face_yolov8m.pt", "segm/person_yolov8m-seg.pt", then "face_yolov8n.pt"."""
+    if models_dir is None:
+        return []
+    root = Path(models_dir) / DETECTORS_FOLDER
+    names = [
+        path.relative_to(root).as_posix()
+        for folder in DETECTOR_SUBFOLDERS
+        for path in sorted((root / folder).rglob(f"*{DETECTOR_SUFFIX}"))
+        if path.is_file()
+    ]
+    if root.is_dir():
+        top = sorted(p for p in root.iterdir() if p.suffix == DETECTOR_SUFFIX and p.is_file())
+        names += [path.name for path in top]
+    return names
+
+
+def find_detector_file(models_dir: Path | None, name: str) -> Path | None:
+    """The file a list_detector_files name stands for; None for any other name (so a name
+    from a recipe never reaches outside the models folder)."""
+    if models_dir is None or name not in list_detector_files(models_dir):
+        return None
+    return Path(models_dir) / DETECTORS_FOLDER / name
 
 
 def face_detector(models_dir: Path | None, device: str) -> FaceDetector:

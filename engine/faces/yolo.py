@@ -1,21 +1,22 @@
-"""The suite's YOLO face detector (face_yolov8n.pt), loaded without running pickled code.
+"""YOLOv8 detectors (the suite's face_yolov8n.pt, and the detailers' bbox and segm models),
+loaded without running pickled code.
 
 A .pt file is a pickle, and a pickle can run anything; ultralytics' own loader unpickles a
 whole model object. We read the file with torch's weights-only unpickler and let it build
-only inert stand-ins for the classes a YOLOv8 detection checkpoint names, take the layer
-list (the model's yaml dict, checked) and the weights out of them, and build a fresh
-DetectionModel in code. Stand-ins rather than the real classes because the unpickler may
-*call* an allow-listed class (REDUCE): DetectionModel(cfg) with a hostile yaml evaluates its
-"activation" string, so allow-listing the real class is itself a way to run code.
+only inert stand-ins for the classes a YOLOv8 detection or segmentation checkpoint names,
+take the layer list (the model's yaml dict, checked) and the weights out of them, and build
+a fresh DetectionModel or SegmentationModel in code (layouts in yolo_segm.py). Stand-ins
+rather than the real classes because the unpickler may *call* an allow-listed class
+(REDUCE): DetectionModel(cfg) with a hostile yaml evaluates its "activation" string, so
+allow-listing the real class is itself a way to run code.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import threading
-from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,31 @@ from PIL import Image
 
 from engine.errors import ModelNotFoundError
 from engine.faces.boxes import FaceBox, check_rgb
+from engine.faces.yolo_segm import (
+    DETECTION_MODEL,
+    GETATTR,
+    LEGACY_SEGMENT_LAYER_NAMES,
+    SEGMENT_LAYER_NAMES,
+    SEGMENT_TASK,
+    TASKS,
+    Detection,
+    NotYoloCheckpoint,
+    PickleAsksForAttribute,
+    clean_yaml,
+    detections_from_result,
+    held_getattr,
+    is_int,
+    make_predictor,
+)
 
 WHAT_TO_DO = (
     "Use face_yolov8n.pt from https://huggingface.co/Bingsu/adetailer, or remove the file "
     "to use the packaged MTCNN detector."
 )
-DETECTION_MODEL = "ultralytics.nn.tasks.DetectionModel"
+DETECTOR_WHAT_TO_DO = (
+    "Use a YOLOv8 detection or segmentation .pt (for example from "
+    "https://huggingface.co/Bingsu/adetailer), or remove the file."
+)
 # The layers of a YOLOv8 detection checkpoint, in the current layout (conv/block/head.py).
 LAYER_NAMES = (
     DETECTION_MODEL,
@@ -53,6 +73,10 @@ LEGACY_LAYER_NAMES = tuple(
     f"ultralytics.nn.modules.{name}"
     for name in ("Conv", "Concat", "C2f", "Bottleneck", "SPPF", "DFL", "Detect")
 )
+# Every layer a detection or segmentation checkpoint may name (segmentation's: yolo_segm.py).
+ALL_LAYER_NAMES = (
+    LAYER_NAMES + LEGACY_LAYER_NAMES + SEGMENT_LAYER_NAMES + LEGACY_SEGMENT_LAYER_NAMES
+)
 # Training settings and metrics that ride along in real checkpoints (ultralytics' own
 # restricted loader lists the same ones); we never read them, so they become placeholders.
 SETTINGS_NAMES = (
@@ -64,9 +88,6 @@ SETTINGS_NAMES = (
     "numpy._core.multiarray.scalar",
     "numpy.dtype",
 )
-# What parse_model may build from a checked yaml: the layers of a YOLOv8 detector.
-YAML_LAYERS = frozenset({"Conv", "C2f", "SPPF", "nn.Upsample", "Concat", "Detect"})
-YAML_WORDS = frozenset({"nc", "None", "nearest"})  # the strings a YOLOv8 yaml's args hold
 # torch's safe_globals() edits one process-wide set: our loads take turns.
 _LOAD_LOCK = threading.Lock()
 
@@ -92,28 +113,51 @@ def configure_ultralytics_offline() -> Path:
     return config_dir
 
 
-class YoloFaceDetector:
-    """face_yolov8n.pt rebuilt as a clean DetectionModel, run by ultralytics' own predictor
-    (letterbox, NMS), as the ComfyUI node runs it."""
+@dataclass(frozen=True)
+class Subject:
+    """Who a loader's messages speak of: the face detector, or any detailer detector."""
+
+    noun: str
+    checkpoint: str
+    advice: str
+
+
+FACE_SUBJECT = Subject("Face detector", "YOLOv8 face checkpoint", WHAT_TO_DO)
+DETECTOR_SUBJECT = Subject(
+    "Detector", "YOLOv8 detection or segmentation checkpoint", DETECTOR_WHAT_TO_DO
+)
+
+
+class YoloDetector:
+    """A YOLOv8 detection or segmentation checkpoint rebuilt as a clean model and run by
+    ultralytics' own predictor (letterbox, NMS, masks), as Impact-Subpack's detectors run it.
+    Boxes scoring above `confidence` (ultralytics keeps score > conf) are returned."""
 
     def __init__(self, *, identity: str, label: str, model: Any, predictor: Any) -> None:
         self.identity = identity
         self.label = label
         self.model = model
+        self.task: str = model.task  # "detect" or "segment"
         self._predictor = predictor
 
     @classmethod
     def from_file(
-        cls, path: Path, device: str = "cpu", confidence: float = 0.7
-    ) -> YoloFaceDetector:
-        """Load a YOLOv8 face checkpoint; ModelNotFoundError says what is wrong with it."""
+        cls,
+        path: Path,
+        device: str = "cpu",
+        confidence: float = 0.5,
+        *,
+        subject: Subject = DETECTOR_SUBJECT,
+    ) -> YoloDetector:
+        """Load a YOLOv8 bbox or segm checkpoint; ModelNotFoundError says what is wrong."""
         path = Path(path)
         if not 0.0 <= confidence <= 1.0:
             raise ValueError(f"confidence must be in [0, 1], got {confidence}")
         configure_ultralytics_offline()
-        checkpoint = read_checkpoint(path)
-        model = rebuild_model(path, checkpoint)
-        predictor = _predictor(model, _image_size(checkpoint), device, confidence)
+        checkpoint = read_checkpoint(path, subject=subject)
+        model = rebuild_model(path, checkpoint, subject=subject)
+        size = _image_size(checkpoint)
+        predictor = make_predictor(model, size, device, confidence)
         return cls(
             identity=yolo_identity(path),
             label=yolo_label(path),
@@ -121,15 +165,49 @@ class YoloFaceDetector:
             predictor=predictor,
         )
 
+    @property
+    def names(self) -> dict[int, str]:
+        """Class index -> class name, as the checkpoint names them."""
+        return dict(self.model.names)
+
+    @property
+    def has_masks(self) -> bool:
+        return self.task == SEGMENT_TASK
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Detections in an RGB uint8 image (xyxy image pixels), best first."""
+        # Impact-Subpack hands ultralytics a PIL image, which it turns to BGR; so do we.
+        return self.detect_bgr(np.ascontiguousarray(check_rgb(rgb)[..., ::-1]))
+
+    def detect_bgr(self, bgr: np.ndarray) -> list[Detection]:
+        """Detections in the (H, W, 3) uint8 array as ultralytics reads numpy input (BGR).
+        The predictor holds a lock, so one detector may serve several threads."""
+        result = self._predictor(source=bgr, stream=False)[0]
+        return detections_from_result(result, self.model.names)
+
+
+class YoloFaceDetector:
+    """face_yolov8n.pt rebuilt as a clean DetectionModel, run by ultralytics' own predictor
+    (letterbox, NMS), as the ComfyUI node runs it. A FaceDetector over YoloDetector."""
+
+    def __init__(self, detector: YoloDetector) -> None:
+        self.identity = detector.identity
+        self.label = detector.label
+        self.model = detector.model
+        self._detector = detector
+
+    @classmethod
+    def from_file(
+        cls, path: Path, device: str = "cpu", confidence: float = 0.7
+    ) -> YoloFaceDetector:
+        """Load a YOLOv8 face checkpoint; ModelNotFoundError says what is wrong with it."""
+        return cls(YoloDetector.from_file(path, device, confidence, subject=FACE_SUBJECT))
+
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
         """Face boxes (xyxy, image pixels), best first."""
         # The ComfyUI node passes its RGB frame as-is although ultralytics reads numpy input
-        # as BGR; we do the same so the boxes match the node's. The predictor holds a lock.
-        results = self._predictor(source=check_rgb(rgb), stream=False)
-        boxes = results[0].boxes
-        corners = boxes.xyxy.cpu().numpy().tolist()
-        scores = boxes.conf.cpu().numpy().tolist()
-        return [FaceBox(*xyxy, score=score) for xyxy, score in zip(corners, scores, strict=True)]
+        # as BGR; we do the same so the boxes match the node's.
+        return [found.box for found in self._detector.detect_bgr(check_rgb(rgb))]
 
 
 def yolo_identity(path: Path) -> str:
@@ -142,134 +220,79 @@ def yolo_label(path: Path) -> str:
     return f"{path.name} (YOLO)"
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, *, subject: Subject = FACE_SUBJECT) -> dict[str, Any]:
     """The checkpoint dict, unpickled with only inert stand-ins for the allowed classes."""
     import torch
 
     if not path.is_file():
-        raise ModelNotFoundError(f"Face detector {path} does not exist. {WHAT_TO_DO}")
+        raise ModelNotFoundError(f"{subject.noun} {path} does not exist. {subject.advice}")
     stand_ins = _stand_ins()
     try:  # names every global the pickle asks for, without unpickling anything
         asked = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as error:
-        raise _unreadable(path, error) from error
+        raise _unreadable(path, error, subject) from error
     refused = sorted(set(asked) - set(stand_ins))
     if refused:
-        raise _runs_code(path, f"asks for {', '.join(refused)}")
+        raise _runs_code(path, f"asks for {', '.join(refused)}", subject)
     allow = [(stand_in, name) for name, stand_in in stand_ins.items()]
     with _LOAD_LOCK, torch.serialization.safe_globals(allow):
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except PickleCallsLayer as error:
-            raise _runs_code(path, f"calls {error}(...) with arguments of its own") from None
+            what = f"calls {error}(...) with arguments of its own"
+            raise _runs_code(path, what, subject) from None
+        except PickleAsksForAttribute as error:
+            raise _runs_code(path, f"calls {error}", subject) from None
         except Exception as error:
-            raise _unreadable(path, error) from error
+            raise _unreadable(path, error, subject) from error
     if not isinstance(checkpoint, dict):
-        raise _not_yolo(path, f"it holds a {type(checkpoint).__name__}, not a checkpoint dict")
+        what = f"it holds a {type(checkpoint).__name__}, not a checkpoint dict"
+        raise _not_yolo(path, what, subject)
     return checkpoint
 
 
-def rebuild_model(path: Path, checkpoint: dict[str, Any]) -> Any:
-    """A fresh DetectionModel built from the checked yaml, with the checkpoint's weights."""
-    from ultralytics.nn.tasks import DetectionModel
-
+def rebuild_model(
+    path: Path, checkpoint: dict[str, Any], *, subject: Subject = FACE_SUBJECT
+) -> Any:
+    """A fresh DetectionModel or SegmentationModel built from the checked yaml, with the
+    checkpoint's weights; `model.task` says which ("detect" or "segment")."""
     held = checkpoint.get("ema")  # ultralytics prefers the EMA weights when a file has both
     held = held if held is not None else checkpoint.get("model")
-    if getattr(held, "pickled_as", None) != DETECTION_MODEL:
-        raise _not_yolo(path, f"its 'model' is not a {DETECTION_MODEL}")
-    cfg = clean_yaml(path, held.__dict__.get("yaml"))
+    pickled_as = getattr(held, "pickled_as", None)
+    if pickled_as not in TASKS:
+        raise _not_yolo(path, f"its 'model' is not a {' or a '.join(TASKS)}", subject)
+    task, layers = TASKS[pickled_as]
+    try:
+        cfg = clean_yaml(held.__dict__.get("yaml"), layers)
+    except NotYoloCheckpoint as error:
+        raise _not_yolo(path, str(error), subject) from None
     try:
         weights = {
             key: value.float() if value.is_floating_point() else value
             for key, value in held.state_dict().items()
         }
-        model = DetectionModel(cfg=cfg, ch=3, nc=cfg["nc"], verbose=False)
+        model = _model_class(task)(cfg=cfg, ch=3, nc=cfg["nc"], verbose=False)
         model.load_state_dict(weights, strict=True)
     except Exception as error:  # a tree that is not plain layers, or weights of another shape
-        raise _not_yolo(path, f"its weights do not fit its layer list ({error})") from error
+        what = f"its weights do not fit its layer list ({error})"
+        raise _not_yolo(path, what, subject) from error
     model.names = _class_names(held.__dict__.get("names"), cfg["nc"])
-    model.task = "detect"
+    model.task = task
     model.requires_grad_(False)
     return model.float().eval()
 
 
-def clean_yaml(path: Path, raw: Any) -> dict[str, Any]:
-    """A new layer-list dict holding only checked plain values of a YOLOv8 detector's yaml:
-    ultralytics' parse_model evaluates an 'activation' string and looks layer names up in
-    its module globals, so nothing else from the pickle reaches it."""
-    if not isinstance(raw, dict):
-        raise _not_yolo(path, "its model carries no layer list (yaml)")
-    if raw.get("activation") is not None:
-        raise _not_yolo(path, f"it sets a custom activation {raw['activation']!r}")
-    nc = raw.get("nc")
-    if not _is_int(nc) or not 1 <= nc <= 1000:
-        raise _not_yolo(path, f"its class count nc={nc!r} is not a small positive int")
-    cfg: dict[str, Any] = {
-        "nc": nc,
-        "backbone": _clean_layers(path, raw.get("backbone")),
-        "head": _clean_layers(path, raw.get("head")),
-        "channels": 3,
-    }
-    scales = raw.get("scales")
-    if scales is not None:
-        cfg["scales"] = _clean_scales(path, scales)
-        scale = raw.get("scale") or _scale_from_name(raw.get("yaml_file"))
-        if scale not in cfg["scales"]:
-            raise _not_yolo(path, f"its model scale {scale!r} is not one of its scales")
-        cfg["scale"] = scale
-    for key in ("depth_multiple", "width_multiple"):
-        if key in raw:
-            if not _is_number(raw[key]):
-                raise _not_yolo(path, f"its {key} is {raw[key]!r}")
-            cfg[key] = float(raw[key])
-    return cfg
+def _model_class(task: str) -> type:
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 
-
-def _clean_layers(path: Path, layers: Any) -> list[list[Any]]:
-    if not isinstance(layers, list) or not layers:
-        raise _not_yolo(path, "its layer list is missing or empty")
-    clean = []
-    for layer in layers:
-        if not (isinstance(layer, list | tuple) and len(layer) == 4):
-            raise _not_yolo(path, f"layer {layer!r} is not [from, repeats, module, args]")
-        source, repeats, module, args = layer
-        sources = source if isinstance(source, list) else [source]
-        if not sources or not all(_is_int(s) for s in sources):
-            raise _not_yolo(path, f"layer {layer!r} takes input from {source!r}")
-        if not _is_int(repeats) or not 1 <= repeats <= 64:
-            raise _not_yolo(path, f"layer {layer!r} repeats {repeats!r} times")
-        if module not in YAML_LAYERS:
-            raise _not_yolo(path, f"it has a {module!r} layer, not a YOLOv8 detector layer")
-        if not isinstance(args, list) or not all(_is_plain_arg(a) for a in args):
-            raise _not_yolo(path, f"layer {layer!r} has arguments other than plain values")
-        clean.append([deepcopy(source), repeats, module, list(args)])
-    return clean
-
-
-def _clean_scales(path: Path, scales: Any) -> dict[str, list[float]]:
-    if not isinstance(scales, dict) or not scales:
-        raise _not_yolo(path, "its model scales are not a table")
-    clean = {}
-    for name, values in scales.items():
-        if not (isinstance(name, str) and isinstance(values, list) and len(values) == 3):
-            raise _not_yolo(path, f"its model scale {name!r} is {values!r}")
-        if not all(_is_number(v) for v in values):
-            raise _not_yolo(path, f"its model scale {name!r} is {values!r}")
-        clean[name] = [float(values[0]), float(values[1]), int(values[2])]
-    return clean
-
-
-def _scale_from_name(yaml_file: Any) -> str | None:
-    """'yolov8n.yaml' -> 'n', as ultralytics guesses a scale older checkpoints do not store."""
-    match = re.search(r"yolov?\d+([nslmx])", str(yaml_file or ""))
-    return match.group(1) if match else None
+    return SegmentationModel if task == SEGMENT_TASK else DetectionModel
 
 
 def _class_names(names: Any, nc: int) -> dict[int, str]:
     if isinstance(names, list | tuple):
         names = dict(enumerate(names))
     plain = isinstance(names, dict) and len(names) == nc
-    if plain and all(_is_int(k) and isinstance(v, str) for k, v in names.items()):
+    if plain and all(is_int(k) and isinstance(v, str) for k, v in names.items()):
         return dict(sorted(names.items()))
     return {i: "face" if nc == 1 else str(i) for i in range(nc)}
 
@@ -278,38 +301,18 @@ def _image_size(checkpoint: dict[str, Any]) -> int | list[int]:
     """The training image size, as ultralytics' YOLO(path) predicts at; 640 by default."""
     train_args = checkpoint.get("train_args")
     size = train_args.get("imgsz") if isinstance(train_args, dict) else None
-    if _is_int(size) and 32 <= size <= 4096:
+    if is_int(size) and 32 <= size <= 4096:
         return size
-    if isinstance(size, list) and len(size) == 2 and all(_is_int(s) and s >= 32 for s in size):
+    if isinstance(size, list) and len(size) == 2 and all(is_int(s) and s >= 32 for s in size):
         return list(size)
     return 640
 
 
-def _predictor(model: Any, image_size: int | list[int], device: str, confidence: float) -> Any:
-    """ultralytics' detection predictor around our model, set as YOLO(path).predict sets it."""
-    from ultralytics.models.yolo.detect import DetectionPredictor
-
-    overrides = {
-        "task": "detect",
-        "mode": "predict",
-        "imgsz": image_size,
-        "conf": confidence,
-        "device": device,
-        "batch": 1,
-        "rect": True,
-        "save": False,
-        "verbose": False,
-        "embed": None,
-    }
-    predictor = DetectionPredictor(overrides=overrides)
-    predictor.setup_model(model=model, verbose=False)
-    return predictor
-
-
-def _stand_ins() -> dict[str, type]:
-    """Pickled name -> inert class. Layers become bare modules that hold their parameters,
+def _stand_ins() -> dict[str, Any]:
+    """Pickled name -> inert stand-in. Layers become bare modules that hold their parameters,
     buffers and attributes (so state_dict() works) and have no forward; settings become
-    placeholders that keep nothing. Neither runs anything of the class it stands for."""
+    placeholders that keep nothing; getattr answers only Detect.forward (yolo_segm.py).
+    None of them runs anything of what it stands for."""
     import torch
 
     class HeldLayer(torch.nn.Module):
@@ -329,46 +332,33 @@ def _stand_ins() -> dict[str, type]:
 
     layers = {
         name: type(name.rsplit(".", 1)[1], (HeldLayer,), {"pickled_as": name})
-        for name in LAYER_NAMES + LEGACY_LAYER_NAMES
+        for name in ALL_LAYER_NAMES
     }
-    return {**layers, **dict.fromkeys(SETTINGS_NAMES, Placeholder)}
+    settings = dict.fromkeys(SETTINGS_NAMES, Placeholder)
+    return {**layers, **settings, GETATTR: held_getattr()}
 
 
 class PickleCallsLayer(Exception):
     """A pickle called a layer class; the message is the class's pickled name."""
 
 
-def _runs_code(path: Path, what: str) -> ModelNotFoundError:
+def _runs_code(path: Path, what: str, subject: Subject) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"Face detector {path} was not loaded: its pickle {what}, which a plain YOLOv8 face "
-        "checkpoint never does, and loading it could run code. Only plain YOLOv8 face "
-        f"checkpoints are loaded. {WHAT_TO_DO}"
+        f"{subject.noun} {path} was not loaded: its pickle {what}, which a plain "
+        f"{subject.checkpoint} never does, and loading it could run code. Only plain "
+        f"{subject.checkpoint}s are loaded. {subject.advice}"
     )
 
 
-def _unreadable(path: Path, error: BaseException) -> ModelNotFoundError:
+def _unreadable(path: Path, error: BaseException, subject: Subject) -> ModelNotFoundError:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ModelNotFoundError(
-        f"Face detector {path} could not be read as a PyTorch checkpoint ({reason[:200]}): "
-        f"it is empty, truncated or not a .pt file. {WHAT_TO_DO}"
+        f"{subject.noun} {path} could not be read as a PyTorch checkpoint ({reason[:200]}): "
+        f"it is empty, truncated or not a .pt file. {subject.advice}"
     )
 
 
-def _not_yolo(path: Path, what: str) -> ModelNotFoundError:
+def _not_yolo(path: Path, what: str, subject: Subject) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"Face detector {path} is not a YOLOv8 face detection checkpoint: {what}. {WHAT_TO_DO}"
+        f"{subject.noun} {path} is not a {subject.checkpoint}: {what}. {subject.advice}"
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_plain_arg(value: Any) -> bool:
-    if isinstance(value, str):
-        return value in YAML_WORDS
-    return value is None or isinstance(value, bool | int | float)
