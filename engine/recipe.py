@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from engine.fields import bounded, choice, file_ref, items, text
 from engine.input_limits import DIGEST, MAX_PROMPT_CHARS, PLAIN_NAME, RELATIVE_NAME
+from engine.recipe_refine import RefineParams
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: one Refine detailer per region (engine/recipe_refine.py)
 # Seeds stay below 2**53 so that a browser (JavaScript numbers) never rounds them.
 MAX_SEED = 2**53 - 1
 
@@ -208,23 +209,6 @@ class ExpressionParams:
         "OnlyExpression", ("OnlyExpression", "OnlyRotation", "OnlyMouth", "OnlyEyes", "All")
     )
     crop_factor: float = bounded(1.7, 1.5, 2.5, 0.05)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RefineParams:
-    """Group 7: face / eyes / hands / hair detailer (Impact-Pack semantics, specs §8)."""
-
-    enabled: bool = False
-    targets: tuple[str, ...] = ("face",)
-    denoise: float = bounded(0.15, 0.0, 1.0, 0.01)
-    steps: int = bounded(20, 1, 100, 1)
-    guide_size: int = bounded(512, 64, 2048, 8)
-    max_size: int = bounded(1024, 64, 4096, 8)
-    bbox_threshold: float = bounded(0.5, 0.0, 1.0, 0.01)
-    sam_threshold: float = bounded(0.93, 0.0, 1.0, 0.01)
-    crop_factor: float = bounded(3.0, 1.0, 10.0, 0.1)
-    dilation: int = bounded(10, -512, 512, 1)
-    feather: int = bounded(5, 0, 100, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
