@@ -16,6 +16,7 @@ from engine.cache import ArtifactCache
 from engine.color.grader import ColorGrader
 from engine.errors import InputError, StudioError
 from engine.expression.models import ExpressionConfig, ExpressionModels
+from engine.faces.find import list_detector_files
 from engine.graph import StageContext, StageGraph
 from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
@@ -25,7 +26,10 @@ from engine.models.memory import peak_gb, reset_peak
 from engine.models.precision import pick_device
 from engine.outputs import save_outputs, write_over
 from engine.recipe import ModelParams, Recipe
+from engine.recipe_refine import REFINE_REGIONS
 from engine.redux.models import ReduxConfig, ReduxModelManager
+from engine.refine.models import RefineModels
+from engine.refine.result import RefinedImages, images_of
 from engine.run_guard import HEAVY_STAGES, RunGuard
 from engine.runtypes import CancelToken, Progress, ProgressFn, RunReport
 from engine.settled_writer import SettledWriter
@@ -40,6 +44,7 @@ from engine.stages.expression_face import ExpressionFaceStage
 from engine.stages.image import ImageStage
 from engine.stages.latent import LatentStage
 from engine.stages.redux import ReduxStage
+from engine.stages.refine import REFINE_STAGES, RefineRegionStage
 from engine.stages.text import TextStage
 from engine.stages.vision import VisionStage
 from engine.support import check_supported, unsupported_features, usage_notes
@@ -47,7 +52,7 @@ from engine.warmup import WarmUp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
-IMAGE_STAGES = ("image", "decode", "expression", "color")
+IMAGE_STAGES = ("image", "decode", "expression", *REFINE_STAGES, "color")
 FINAL_STAGE = "color"
 
 
@@ -114,8 +119,11 @@ class Engine:
         self.expression_models = ExpressionModels(
             ExpressionConfig(config.models.models_dir, config.models.tiny, config.models.device)
         )
+        self.refine_models = RefineModels(config.models.models_dir, str(self.device))
         stages = [TextStage(), VisionStage(), ReduxStage(), BaseStage(), LatentStage()]
-        post = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage(), ColorStage()]
+        refine = [RefineRegionStage(region) for region in REFINE_REGIONS]
+        post = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage(), *refine]
+        post.append(ColorStage())
         self.graph = StageGraph([*stages, DecodeStage(), ImageStage(), *post], self.cache)
         self._diffusion: bool | None = None
         self._lock = threading.Lock()
@@ -157,12 +165,13 @@ class Engine:
         if found is not None:
             report.notes.append(f"Estimated before the run: {found.short()}")
         self._note_peak(report)
-        images = tensor_to_pil(artifacts["__final__"])
+        _collect_detections(report, artifacts)
+        images = tensor_to_pil(images_of(artifacts["__final__"]))
         label = scope.flux_files().label if _generates(recipe) else ""
         folder = outputs_dir or self.config.outputs_dir
         saved = save_outputs(images, recipe, folder, label) if save else []
         stage_images = StageImages(
-            {n: artifacts[n] for n in IMAGE_STAGES if n in artifacts}, tensor_to_pil
+            {n: images_of(artifacts[n]) for n in IMAGE_STAGES if n in artifacts}, tensor_to_pil
         )
         stage_images.put(FINAL_STAGE, images)
         return RunResult(recipe, images, stage_images, report, saved, label)
@@ -270,6 +279,14 @@ class Engine:
         """Which LivePortrait networks and face detector the Expression tab uses."""
         return self.expression_models.describe()
 
+    def refine_status(self) -> str:
+        """Which detector each Refine region uses, SAM and the identity backend."""
+        return self.refine_models.describe()
+
+    def list_detectors(self) -> list[str]:
+        """Detector files under <models>/ultralytics/ (bbox/, segm/, the folder itself)."""
+        return list_detector_files(self.config.models.models_dir)
+
     def demo_label(self) -> str | None:
         if self.config.models.tiny:
             return "Demo mode: tiny random models, not real Flux. Images are noise-like patterns."
@@ -297,6 +314,14 @@ class Engine:
         except OSError as exc:
             raise InputError(f"The LUT {name!r} cannot be read: {exc.strerror}.") from exc
         return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _collect_detections(report: RunReport, artifacts: dict) -> None:
+    """What every Refine stage of the run found, whether it ran now or came from the cache."""
+    for name in REFINE_STAGES:
+        value = artifacts.get(name)
+        if isinstance(value, RefinedImages):
+            report.detections[name] = value.detections
 
 
 def _generates(recipe: Recipe) -> bool:

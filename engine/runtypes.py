@@ -49,6 +49,8 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     total_ms: float = 0.0
+    # Refine stage -> per batch image -> {"label", "box": [x1, y1, x2, y2], "score"}
+    detections: dict[str, list[list[dict]]] = field(default_factory=dict)
 
     @property
     def ran_names(self) -> list[str]:
@@ -72,5 +74,6 @@ class RunReport:
             "off": list(self.off),
             "notes": list(self.notes),
             "counters": dict(self.counters),
+            "detections": dict(self.detections),
             "total_ms": round(self.total_ms, 3),
         }

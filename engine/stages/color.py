@@ -9,6 +9,7 @@ import torch
 
 from engine.graph import StageContext
 from engine.recipe import ColorParams, Recipe
+from engine.refine.result import images_of
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ColorStage:
     uses_models = False
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("expression",)  # forwards its own input while the editor is off
+        return ("refine_skin",)  # each post stage forwards its input while it is off
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.color.enabled
@@ -36,4 +37,4 @@ class ColorStage:
     def run(self, ctx: StageContext, params: ColorStageParams, upstream: dict) -> torch.Tensor:
         (images,) = upstream.values()
         ctx.step(self.name, 0, 1, "grading")
-        return ctx.services.grader.grade(images, params.color)
+        return ctx.services.grader.grade(images_of(images), params.color)
