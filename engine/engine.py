@@ -45,6 +45,7 @@ from engine.stages.image import ImageStage
 from engine.stages.latent import LatentStage
 from engine.stages.redux import ReduxStage
 from engine.stages.refine import REFINE_STAGES, RefineRegionStage
+from engine.stages.refine_chin import RefineChinStage
 from engine.stages.text import TextStage
 from engine.stages.vision import VisionStage
 from engine.support import check_supported, unsupported_features, usage_notes
@@ -52,7 +53,7 @@ from engine.warmup import WarmUp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
-IMAGE_STAGES = ("image", "decode", "expression", *REFINE_STAGES, "color")
+IMAGE_STAGES = ("image", "decode", "expression", *REFINE_STAGES, "refine_chin", "color")
 FINAL_STAGE = "color"
 
 
@@ -121,7 +122,7 @@ class Engine:
         )
         self.refine_models = RefineModels(config.models.models_dir, str(self.device))
         stages = [TextStage(), VisionStage(), ReduxStage(), BaseStage(), LatentStage()]
-        refine = [RefineRegionStage(region) for region in REFINE_REGIONS]
+        refine = [*(RefineRegionStage(region) for region in REFINE_REGIONS), RefineChinStage()]
         post = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage(), *refine]
         post.append(ColorStage())
         self.graph = StageGraph([*stages, DecodeStage(), ImageStage(), *post], self.cache)
@@ -318,7 +319,7 @@ class Engine:
 
 def _collect_detections(report: RunReport, artifacts: dict) -> None:
     """What every Refine stage of the run found, whether it ran now or came from the cache."""
-    for name in REFINE_STAGES:
+    for name in (*REFINE_STAGES, "refine_chin"):
         value = artifacts.get(name)
         if isinstance(value, RefinedImages):
             report.detections[name] = value.detections

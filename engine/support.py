@@ -10,7 +10,6 @@ from engine.recipe import Recipe
 def unsupported_features(recipe: Recipe) -> list[str]:
     """Human names of the features a recipe switches on that have no stage yet."""
     post = [
-        (recipe.refine.enabled and recipe.refine.chin.enabled, "the chin pass (refine.chin)"),
         (recipe.upscale.enabled, "Upscale (upscale.enabled)"),
     ]
     diffusion = []

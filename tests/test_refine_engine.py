@@ -120,3 +120,19 @@ def test_a_detector_name_outside_the_folder_is_refused(engine: Any, photo: str) 
 
     with pytest.raises(InputError, match="is not in the models folder's ultralytics/"):
         engine.run(refine(photo, face={"detector": "bbox/missing.pt"}), save=False)
+
+
+def test_the_chin_pass_re_renders_the_jaw_and_stitches_it_back(engine: Any, photo: str) -> None:
+    document = {
+        "source": {"kind": "image", "image": photo},
+        "refine": {"chin": {"enabled": True, "steps": 3, "size": 256}},
+        "color": {"enabled": False},
+    }
+    result = engine.run(recipe_from_json(json.dumps(document)), save=False)
+    assert result.report.ran_names[-1] == "refine_chin"
+    (found,) = result.report.detections["refine_chin"]
+    assert [f["label"] for f in found] == ["chin"]
+    rows, cols = np.nonzero(changed(result))
+    # the jaw of the face at x 182-269, y 63-174, with the blend margin around the context
+    assert rows.min() >= 63 and cols.min() >= 120 and cols.max() <= 330 and rows.max() <= 260
+    assert any(note.startswith("Identity (") and "chin 1" in note for note in result.report.notes)
