@@ -136,3 +136,33 @@ def test_the_chin_pass_re_renders_the_jaw_and_stitches_it_back(engine: Any, phot
     # the jaw of the face at x 182-269, y 63-174, with the blend margin around the context
     assert rows.min() >= 63 and cols.min() >= 120 and cols.max() <= 330 and rows.max() <= 260
     assert any(note.startswith("Identity (") and "chin 1" in note for note in result.report.notes)
+
+
+def test_sam_refines_the_mask_when_a_sam_file_is_there(tmp_path: Path) -> None:
+    from engine.engine import Engine, EngineConfig
+    from engine.faces.sam import save_tiny_sam
+    from engine.models.manager import ModelConfig
+
+    models = tmp_path / "models"
+    (models / "sams").mkdir(parents=True)
+    folders = {"outputs_dir": tmp_path / "o", "data_dir": tmp_path / "d"}
+    without = Engine(
+        EngineConfig(models=ModelConfig(models_dir=models, tiny=True, device="cpu"), **folders)
+    )
+    digest = without.store_image(png(astronaut()))
+    recipe = refine(digest, face={"sam": True, "sam_threshold": 0.0})
+    result = without.run(recipe, save=False)
+    assert any(
+        "SAM is on but the models folder's sams/ has no SAM file" in n for n in result.report.notes
+    )
+    save_tiny_sam(models / "sams" / "sam_vit_b_01ec64.pth")
+    with_sam = without.run(recipe, save=False)
+    assert "refine_face" in with_sam.report.ran_names  # the SAM file's identity is in the key
+    assert not any("SAM is on" in n for n in with_sam.report.notes)
+    assert "sam_vit_b_01ec64.pth" in without.refine_status()
+
+
+def test_the_guard_compares_with_a_reference_photo(engine: Any, photo: str) -> None:
+    recipe = refine(photo, face={}, identity={"reference": photo})
+    note = next(n for n in engine.run(recipe, save=False).report.notes if n.startswith("Identity"))
+    assert "vs before" in note and "vs reference" in note

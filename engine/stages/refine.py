@@ -156,6 +156,11 @@ class RegionWork:
         params = SegmentParams(d.bbox_threshold, d.dilation, d.crop_factor, d.drop_size)
         segments = segments_from_detections(found, *rgb.shape[:2], params)
         sam = self.models.sam() if d.sam and segments else None
+        if d.sam and segments and sam is None:
+            self.ctx.note(
+                f"Refine {self.stage.region}: SAM is on but the models folder's sams/ has no "
+                "SAM file (e.g. sam_vit_b_01ec64.pth); the detector's masks were used."
+            )
         if sam is not None:
             predictions = sam.segment(rgb, [s.bbox for s in segments])
             segments = refine_with_sam(segments, predictions, d.sam_threshold, 0, rgb.shape[:2])
