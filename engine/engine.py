@@ -272,6 +272,7 @@ class Engine:
             self.models.describe(),
             self.redux_models.describe(),
             self.expression_models.describe(),
+            self.refine_models.describe(),
             self.warmup.describe(),
         ]
         return "\n\n".join(part for part in parts if part)
