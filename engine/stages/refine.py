@@ -129,6 +129,9 @@ class RegionWork:
             return pixels, []
         if not segments:
             self.ctx.note(f"Refine {region}: nothing found in {what}; left as it was.")
+        empty = sum(segment.is_empty for segment in segments)
+        if empty:
+            self.ctx.note(f"Refine {region}: {empty} mask(s) in {what} cover nothing; skipped.")
         checks = []
         for number, segment in enumerate(segments):
             self.ctx.step(self.stage.name, number, len(segments), f"refining {region} {number + 1}")
