@@ -100,7 +100,8 @@ class StageGraph:
             return name
 
         last = visit(final)
-        return planned, last, list(dict.fromkeys(off))
+        order = list(self.stages)  # the pipeline's order reads better than the visit's
+        return planned, last, sorted(set(off), key=order.index)
 
     def pending(self, recipe: Recipe, env: Any, final: str) -> set[str]:
         """The stages a run for `final` would execute: those whose result is not cached."""
