@@ -15,6 +15,7 @@ from engine.recipe import PromptParams
 from studio.binding_row import Binding
 from studio.bindings_expression import EXPRESSION_BINDINGS
 from studio.bindings_redux import REDUX_BINDINGS
+from studio.bindings_refine import REFINE_BINDINGS
 
 BINDINGS: tuple[Binding, ...] = (
     *REDUX_BINDINGS,
@@ -253,6 +254,7 @@ BINDINGS: tuple[Binding, ...] = (
         widget="number",
     ),
     *EXPRESSION_BINDINGS,
+    *REFINE_BINDINGS,
     # Color (suite group 10): pure RGB work, never re-runs diffusion.
     Binding(
         "color.enabled",

@@ -14,8 +14,9 @@ from studio.controls import Controls
 from studio.expression_callbacks import ExpressionCallbacks
 from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
 from studio.golden_seeds import GoldenSeeds
-from studio.panels import color, expression, latent, prompt, redux, results, settings
+from studio.panels import color, expression, latent, prompt, redux, refine, results, settings
 from studio.presets import load_presets
+from studio.refine_callbacks import RefineCallbacks
 from studio.results_callbacks import ResultsCallbacks
 from studio.session import Session
 
@@ -64,6 +65,10 @@ def build_ui(engine: Any) -> gr.Blocks:
                             controls, recipe, [(p.label, p.note) for p in expressions],
                             engine.expression_status(),
                         )  # fmt: skip
+                    with gr.Tab(refine.TITLE, id="refine", elem_id="ps-tab-refine"):
+                        details = refine.build_refine_tab(
+                            controls, recipe, engine.list_detectors(), engine.refine_status()
+                        )
                     with gr.Tab(color.TITLE, id="color", elem_id="ps-tab-color"):
                         upload = color.build_color_tab(controls, recipe, engine.list_luts())
             with gr.Column(scale=6, min_width=420, elem_id="ps-results"):
@@ -80,6 +85,7 @@ def build_ui(engine: Any) -> gr.Blocks:
             generate_button=generate,
         )
         faces_callbacks = ExpressionCallbacks(callbacks, faces, expressions)
+        details_callbacks = RefineCallbacks(callbacks, details)
         rendered = _wire_render(callbacks, generate, stop)
         demo.unload(callbacks.disconnected)  # a closed tab stops its render
         _wire_color(callbacks)
@@ -87,6 +93,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         ResultsCallbacks(callbacks).wire(demo)
         _wire_source(callbacks)
         faces_callbacks.wire(after_render=rendered)
+        details_callbacks.wire(after_render=rendered)
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:

@@ -255,9 +255,14 @@ def test_every_bound_field_is_on_the_page_in_the_suite_s_tab_order(tiny_engine: 
     assert {"ps-lora-total", "ps-lora-report", "ps-effective-prompt", "ps-lora-add"} <= ids
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
     assert tabs == [
-        "Redux blend", "Size / LoRA / Prompt", "Settings", "Latent", "Expression", "Color"
+        "Redux blend", "Size / LoRA / Prompt", "Settings", "Latent", "Expression", "Refine",
+        "Color",
     ]  # fmt: skip
     assert {"ps-expr-preset", "ps-expr-apply", "ps-expression-ab", "ps-expr-upload"} <= ids
+    groups = ("face", "eyes", "hands", "hair", "skin", "chin", "identity", "models")
+    assert {"ps-tab-refine", *(f"ps-refine-{group}" for group in groups)} <= ids
+    assert {"ps-refine-reference-upload", "ps-refine-reference-img", "ps-refine-boxes"} <= ids
+    assert {"ps-refine-ab", "ps-refine-upload", "ps-refine-face-detector"} <= ids
 
 
 def test_two_references_render_through_the_api(
