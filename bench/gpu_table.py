@@ -1,7 +1,8 @@
 """One Markdown table of every GPU figure that bench/gpu.sh collected, for BENCHMARKS.md.
 
-Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch,expression}.json (flux_speed.partial.json
-when the run was cut short), prints the table and writes it to <dir>/gpu-<GPU name>.md.
+Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch,expression,refine}.json
+(flux_speed.partial.json when the run was cut short), prints the table and writes it to
+<dir>/gpu-<GPU name>.md.
 Run: python bench/gpu_table.py bench/results
 """
 
@@ -60,12 +61,20 @@ def memory_rows(memory: dict) -> list[str]:
     return rows
 
 
-def other_rows(regrade: dict | None, lora: dict | None, face: dict | None = None) -> list[str]:
+def other_rows(
+    regrade: dict | None, lora: dict | None, face: dict | None = None, refine: dict | None = None
+) -> list[str]:
     rows = ["| benchmark | figure |", "|---|---|"]
     if face:
         rows.append(
             f"| Expression slider move, {face['size']}² | {face['slider_move_ms']:.1f} ms "
             f"(first edit {face['first_edit_ms']:.0f} ms, peak {face['peak_memory_gb']} GB) |"
+        )
+    if refine:
+        rows.append(
+            f"| Refine tab (face, 2 eyes, 2 hands), {refine['size']}², {refine['steps']} steps | "
+            f"{refine['tab_s']:.2f} s (one-region change {refine['change']['s']:.2f} s, "
+            f"peak {refine['peak_memory_gb']:.1f} GB) |"
         )
     if regrade and "cuda" in regrade:
         gpu, cpu = regrade["cuda"], regrade["cpu"]
@@ -99,7 +108,10 @@ def table(folder: Path) -> tuple[str, str]:
     if memory:
         lines += [f"Warm studio memory at {memory['size']}²:", "", *memory_rows(memory), ""]
     lines += other_rows(
-        load(folder, "regrade"), load(folder, "lora_switch"), load(folder, "expression")
+        load(folder, "regrade"),
+        load(folder, "lora_switch"),
+        load(folder, "expression"),
+        load(folder, "refine"),
     )
     return device, "\n".join(lines) + "\n"
 
