@@ -104,3 +104,21 @@ def move_slider(page: Any, selector: str, value: str) -> None:
     slider = page.locator(f"{selector} input[type=range]")
     slider.fill(value)
     slider.dispatch_event("pointerup")
+
+
+def drag_image_slider(page: Any, selector: str) -> None:
+    """Drag an ImageSlider's handle 120 px left and wait until its top image's clip moves."""
+    top = page.locator(f"{selector} [data-testid=imageslider-image]").last
+    before = top.evaluate("e => getComputedStyle(e).clipPath")
+    handle = page.locator(f"{selector} [data-testid=slider]")
+    handle.scroll_into_view_if_needed()
+    box = handle.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 120, y, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        "([el, old]) => getComputedStyle(el).clipPath !== old",
+        arg=[top.element_handle(), before],
+    )

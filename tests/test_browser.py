@@ -17,6 +17,7 @@ from browser_page import (
     CHROMIUM,
     browser,
     choose,
+    drag_image_slider,
     drop_file,
     move_slider,
     open_tab,
@@ -59,20 +60,7 @@ def test_generate_regrade_compare_and_a_bad_upload(page: Any, tmp_path: Path) ->
 
     page.click("#ps-ab-box button")  # the A/B panel opens: before the grade | after it
     page.wait_for_selector("#ps-ab [data-testid=imageslider-image]")
-    top = page.locator("#ps-ab [data-testid=imageslider-image]").last
-    before = top.evaluate("e => getComputedStyle(e).clipPath")
-    handle = page.locator("#ps-ab [data-testid=slider]")
-    handle.scroll_into_view_if_needed()
-    box = handle.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x - 120, y, steps=6)
-    page.mouse.up()
-    page.wait_for_function(
-        "([el, old]) => getComputedStyle(el).clipPath !== old",
-        arg=[top.element_handle(), before],
-    )
+    drag_image_slider(page, "#ps-ab")
 
     if os.environ.get("PS_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

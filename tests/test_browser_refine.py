@@ -12,6 +12,7 @@ from PIL import Image
 from browser_page import (
     CHROMIUM,
     browser,
+    drag_image_slider,
     drop_file,
     move_slider,
     open_tab,
@@ -57,17 +58,4 @@ def test_face_detailer_on_an_uploaded_photo(page: Any, tmp_path: Path) -> None:
     assert page.locator("#ps-error").is_hidden()
 
     page.wait_for_selector("#ps-refine-ab [data-testid=imageslider-image]")
-    top = page.locator("#ps-refine-ab [data-testid=imageslider-image]").last
-    before = top.evaluate("e => getComputedStyle(e).clipPath")
-    handle = page.locator("#ps-refine-ab [data-testid=slider]")
-    handle.scroll_into_view_if_needed()
-    box = handle.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x - 120, y, steps=6)
-    page.mouse.up()
-    page.wait_for_function(
-        "([el, old]) => getComputedStyle(el).clipPath !== old",
-        arg=[top.element_handle(), before],
-    )
+    drag_image_slider(page, "#ps-refine-ab")

@@ -4,29 +4,17 @@ driving face, the faces that cannot be edited, a bad LivePortrait folder."""
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from photos import astronaut, png_bytes
 from PIL import Image
 
 from engine.errors import InputError, ModelNotFoundError
 from engine.recipe import ColorParams, ExpressionParams, Recipe, SourceParams
 from tests.conftest import fresh_tiny_engine
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def astronaut() -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
 
 
 @pytest.fixture(scope="module")

@@ -3,30 +3,19 @@ re-runs when one region changes, the identity guard, and the inputs it cannot us
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from photos import astronaut
+from photos import png_bytes as png
 from PIL import Image
 
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json
 from tests.conftest import fresh_tiny_engine
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def astronaut() -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
 
 
 @pytest.fixture(scope="module")
