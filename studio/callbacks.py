@@ -263,6 +263,30 @@ class StudioCallbacks:
         self.kept.regraded(session.last, owner_of(request))
         return res.show_regrade(self.panel, session, notice)
 
+    def store_photo(self, path: str | None, name: str) -> str:
+        """Check and store an optional photo; "" for none (StudioError says what is wrong)."""
+        return store_upload(self.engine, path, name) if path else ""
+
+    def use_photo(
+        self,
+        data: Mapping[gr.Component, Any],
+        request: MaybeRequest,
+        field: str,
+        digest: str,
+        prefix: str,
+        idle: str,
+        notice: str,
+        stored: str,
+    ) -> Updates:
+        """Keep a tab's photo (a digest, "" for none) at `field` of the session's base recipe
+        and re-run the result on screen with it; `stored` is said when none is on screen."""
+        session: Session = data[self.state]
+        session.base = set_path(session.base, field, digest)
+        if session.last is None:
+            return res.show_notice(self.panel, stored if digest else "Removed.")
+        base = set_path(session.last.requested, field, digest)
+        return self.rerun(data, request, prefix, idle, base=base, notice=notice)
+
     def upload_post(
         self,
         data: Mapping[gr.Component, Any],

@@ -13,13 +13,12 @@ import gradio as gr
 from engine.errors import StudioError
 from engine.expression.presets import ExpressionPreset, node_values
 from engine.recipe import Recipe
-from engine.recipe_json import set_path
 from studio.callbacks import MaybeRequest, StudioCallbacks, Updates
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
 from studio.panels.expression import PREFIX, ExpressionPanel, before_after
 from studio.session import Session
-from studio.uploads import store_upload, stored_image
+from studio.uploads import stored_image
 
 IDLE = "Expression settings apply to the next image (or upload a photo below to edit it)."
 EDITED = "Expression edited · change {n}"
@@ -87,30 +86,22 @@ class ExpressionCallbacks:
         self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
     ) -> Updates:
         """Store a driving photo, use it from now on, and re-edit the result on screen."""
-        session: Session = data[self.studio.state]
-        path = data[self.panel.driving]
         try:
-            digest = store_upload(self.studio.engine, path, "The driving photo") if path else ""
+            digest = self.studio.store_photo(data[self.panel.driving], "The driving photo")
         except StudioError as exc:
             return self.studio.fail(exc, "Driving photo not stored.")
-        return self._use_driving(data, session, digest, request)
+        return self._use_driving(data, digest, request)
 
-    def _use_driving(
-        self, data: Mapping[gr.Component, Any], session: Session, digest: str, request: Any
-    ) -> Updates:
-        session.base = set_path(session.base, SAMPLE, digest)
+    def _use_driving(self, data: Mapping[gr.Component, Any], digest: str, request: Any) -> Updates:
+        stored = "Driving photo stored: it applies to the next image."
+        updates = self.studio.use_photo(data, request, SAMPLE, digest, PREFIX, IDLE, EDITED, stored)
         preview = {self.panel.driving_preview: stored_image(self.studio.engine, digest)}
-        if session.last is None:
-            note = "Driving photo stored: it applies to the next image." if digest else "Removed."
-            return {**res.show_notice(self.studio.panel, note), **preview}
-        base: Recipe = set_path(session.last.requested, SAMPLE, digest)
-        updates = self.studio.rerun(data, request, PREFIX, IDLE, base=base, notice=EDITED)
         return {**self._with_ab(data, updates), **preview}
 
     def clear_driving(
         self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
     ) -> Updates:
-        return self._use_driving(data, data[self.studio.state], "", request)
+        return self._use_driving(data, "", request)
 
     def driving_outputs(self) -> list[gr.Component]:
         return [*self.outputs(), self.panel.driving_preview]

@@ -12,14 +12,13 @@ import gradio as gr
 
 from engine.errors import StudioError
 from engine.recipe import Recipe
-from engine.recipe_json import set_path
 from studio.callbacks import MaybeRequest, StudioCallbacks, Updates
 from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
 from studio.panels.expression import PREFIX as EXPRESSION
 from studio.panels.refine import PREFIX, RefinePanel, before_after, detections_image
 from studio.session import Session
-from studio.uploads import store_upload, stored_image
+from studio.uploads import stored_image
 
 IDLE = "Refine settings apply to the next image (or upload a photo below to refine it)."
 REFINED = "Refined · change {n}"
@@ -77,31 +76,28 @@ class RefineCallbacks:
         self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
     ) -> Updates:
         """Store a reference photo for the identity guard and re-run the result on screen."""
-        session: Session = data[self.studio.state]
-        path = data[self.panel.reference]
         try:
-            digest = store_upload(self.studio.engine, path, "The reference photo") if path else ""
+            digest = self.studio.store_photo(data[self.panel.reference], "The reference photo")
         except StudioError as exc:
             return self.studio.fail(exc, "Reference photo not stored.")
-        return self._use_reference(data, session, digest, request)
+        return self._use_reference(data, digest, request)
 
     def clear_reference(
         self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
     ) -> Updates:
         """Forget the reference photo: the guard compares each face with itself only."""
-        return self._use_reference(data, data[self.studio.state], "", request)
+        return self._use_reference(data, "", request)
 
     def _use_reference(
-        self, data: Mapping[gr.Component, Any], session: Session, digest: str, request: Any
+        self, data: Mapping[gr.Component, Any], digest: str, request: Any
     ) -> Updates:
-        session.base = set_path(session.base, REFERENCE, digest)
-        preview = {self.panel.reference_preview: stored_image(self.studio.engine, digest)}
-        if session.last is None:
-            note = "Reference photo stored: the identity guard uses it from the next image."
-            return {**res.show_notice(self.studio.panel, note if digest else "Removed."), **preview}
-        base: Recipe = set_path(session.last.requested, REFERENCE, digest)
+        session: Session = data[self.studio.state]
+        stored = "Reference photo stored: the identity guard uses it from the next image."
         notice = self._notice(data, session)
-        updates = self.studio.rerun(data, request, PREFIX, IDLE, base=base, notice=notice)
+        updates = self.studio.use_photo(
+            data, request, REFERENCE, digest, PREFIX, IDLE, notice, stored
+        )
+        preview = {self.panel.reference_preview: stored_image(self.studio.engine, digest)}
         return {**self._with_views(session, updates), **preview}
 
     def reference_outputs(self) -> list[gr.Component]:
