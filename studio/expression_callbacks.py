@@ -6,6 +6,7 @@ expression stage and what follows it run."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -18,8 +19,10 @@ from studio.panels import results as res
 from studio.panels.color import PREFIX as COLOR
 from studio.panels.expression import PREFIX, ExpressionPanel, before_after
 from studio.session import Session
+from studio.tab_events import on_in_place
 from studio.uploads import stored_image
 
+QUEUE = "expression"  # this tab's own queue (studio/tab_events.py)
 IDLE = "Expression settings apply to the next image (or upload a photo below to edit it)."
 EDITED = "Expression edited · change {n}"
 SAMPLE = "expression.sample_image"
@@ -127,6 +130,7 @@ class ExpressionCallbacks:
     def wire(self, after_render: Any = None) -> None:
         """Connect the tab's events (inside the Blocks context); `after_render` is the
         Generate event, after which the tab's before/after follows the new result."""
+        on = partial(on_in_place, QUEUE)
         cb, panel = self.studio, self.panel
         if after_render is not None:
             after_render.then(
@@ -136,28 +140,20 @@ class ExpressionCallbacks:
             triggers = [component.input]
             if isinstance(component, gr.Slider):
                 triggers.append(component.release)
-            _on(triggers, self.reedit, {cb.state, *self.controls}, self.outputs())
-        _on([panel.apply.click], self.apply_preset, {cb.state, panel.preset, *self.controls},
-            self.preset_outputs())  # fmt: skip
+            on(triggers, self.reedit, {cb.state, *self.controls}, self.outputs())
+        on(
+            [panel.apply.click],
+            self.apply_preset,
+            {cb.state, panel.preset, *self.controls},
+            self.preset_outputs(),
+        )
         driving = {cb.state, panel.driving, *self.controls}
-        _on([panel.driving.upload], self.upload_driving, driving, self.driving_outputs())
-        _on([panel.driving.clear], self.clear_driving, driving, self.driving_outputs())
+        on_in_place(
+            QUEUE, [panel.driving.upload], self.upload_driving, driving, self.driving_outputs()
+        )
+        on_in_place(
+            QUEUE, [panel.driving.clear], self.clear_driving, driving, self.driving_outputs()
+        )
         everything = {cb.state, panel.upload, *self.controls, *cb.controls.components(COLOR)}
         outputs = [*res.run_outputs(cb.panel), panel.ab]
-        _on([panel.upload.upload], self.edit_upload, everything, outputs)
-
-
-def _on(triggers: list[Any], handler: Any, inputs: set, outputs: list[gr.Component]) -> None:
-    """Edits use the LivePortrait networks: one at a time and the newest wins, never behind
-    a render's queue slot (the engine's model lock orders them with a running render)."""
-    gr.on(
-        triggers,
-        handler,
-        inputs=inputs,
-        outputs=outputs,
-        concurrency_limit=1,
-        concurrency_id="expression",
-        trigger_mode="always_last",
-        api_visibility="private",
-        show_progress="hidden",
-    )
+        on([panel.upload.upload], self.edit_upload, everything, outputs)

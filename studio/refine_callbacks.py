@@ -6,6 +6,7 @@ the detailers found."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -18,8 +19,10 @@ from studio.panels.color import PREFIX as COLOR
 from studio.panels.expression import PREFIX as EXPRESSION
 from studio.panels.refine import PREFIX, RefinePanel, before_after, detections_image
 from studio.session import Session
+from studio.tab_events import on_in_place
 from studio.uploads import stored_image
 
+QUEUE = "refine"  # this tab's own queue (studio/tab_events.py)
 IDLE = "Refine settings apply to the next image (or upload a photo below to refine it)."
 REFINED = "Refined · change {n}"
 ALL_OFF = "No refine region is on: the image is shown unrefined · change {n}"
@@ -129,6 +132,7 @@ class RefineCallbacks:
     def wire(self, after_render: Any = None) -> None:
         """Connect the tab's events (inside the Blocks context); `after_render` is the
         Generate event, after which the tab follows the new result."""
+        on = partial(on_in_place, QUEUE)
         cb, panel = self.studio, self.panel
         if after_render is not None:
             after_render.then(
@@ -139,13 +143,29 @@ class RefineCallbacks:
             )
         inputs = {cb.state, *self.controls}
         for component in self.controls:
-            _on(triggers_of(component), self.refine, inputs, self.outputs())
+            on(triggers_of(component), self.refine, inputs, self.outputs())
         reference = {cb.state, panel.reference, *self.controls}
-        _on([panel.reference.upload], self.upload_reference, reference, self.reference_outputs())
-        _on([panel.reference.clear], self.clear_reference, reference, self.reference_outputs())
+        on_in_place(
+            QUEUE,
+            [panel.reference.upload],
+            self.upload_reference,
+            reference,
+            self.reference_outputs(),
+        )
+        on_in_place(
+            QUEUE,
+            [panel.reference.clear],
+            self.clear_reference,
+            reference,
+            self.reference_outputs(),
+        )
         post = (*self.controls, *cb.controls.components(EXPRESSION), *cb.controls.components(COLOR))
-        _on([panel.upload.upload], self.edit_upload, {cb.state, panel.upload, *post},
-            self.upload_outputs())  # fmt: skip
+        on(
+            [panel.upload.upload],
+            self.edit_upload,
+            {cb.state, panel.upload, *post},
+            self.upload_outputs(),
+        )
 
 
 def triggers_of(component: gr.Component) -> list[Any]:
@@ -157,19 +177,3 @@ def triggers_of(component: gr.Component) -> list[Any]:
     if isinstance(component, gr.Textbox | gr.Number):
         return [component.submit, component.blur]
     return [component.input]
-
-
-def _on(triggers: list[Any], handler: Any, inputs: set, outputs: list[gr.Component]) -> None:
-    """Refine passes use the Flux model: one at a time and the newest wins, never behind a
-    render's queue slot (the engine's model lock orders them with a running render)."""
-    gr.on(
-        triggers,
-        handler,
-        inputs=inputs,
-        outputs=outputs,
-        concurrency_limit=1,
-        concurrency_id="refine",
-        trigger_mode="always_last",
-        api_visibility="private",
-        show_progress="hidden",
-    )
