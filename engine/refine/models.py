@@ -23,7 +23,6 @@ from engine.faces.sam import SamSegmenter, describe_sam, find_sam_file, sam_iden
 from engine.faces.yolo import YoloDetector
 from engine.faces.yolo_segm import Detection
 from engine.refine.sources import (
-    PACKAGED,
     REGION_ORDER,
     RegionSource,
     face_detections,
@@ -120,6 +119,3 @@ class RefineModels:
             "Refine detectors — " + "; ".join(lines) + ". "
             + describe_sam(self.models_dir) + " " + describe_identity(self.models_dir)
         )  # fmt: skip
-
-
-__all__ = ["PACKAGED", "RefineModels", "refine_models"]
