@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
+from engine.faces.crop_stitch import resize_image
 from engine.faces.segments import Segment, choose_crop_scale, feather_mask, paste_segment
 from engine.flux import latents
 from engine.flux.inpaint import NoiseMask
@@ -78,13 +78,8 @@ def _on_grid(size: int) -> int:
 
 def lanczos(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     """Float (H, W, 3) in [0, 1] resized with LANCZOS, as Impact resizes crops (in float)."""
-    channels = [
-        np.asarray(Image.fromarray(pixels[..., c].astype(np.float32), mode="F").resize(
-            (width, height), Image.LANCZOS
-        ))
-        for c in range(pixels.shape[2])
-    ]  # fmt: skip
-    return np.clip(np.stack(channels, axis=-1), 0, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
+    return resize_image(tensor[None], width, height, "lanczos")[0].permute(1, 2, 0).numpy()
 
 
 def refine_segment(
