@@ -17,7 +17,6 @@ import torch
 
 from engine.faces.crop_stitch import resize_image
 from engine.faces.segments import Segment, choose_crop_scale, feather_mask, paste_segment
-from engine.flux import latents
 from engine.flux.inpaint import NoiseMask
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
@@ -28,6 +27,8 @@ from engine.recipe import (
     SettingsParams,
 )
 from engine.recipe_refine import DetailerParams
+from engine.stages.base import encode_pixels
+from engine.stages.decode import decode_tokens
 
 GRID = 16
 
@@ -115,21 +116,12 @@ def refine_segment(
     return SegmentOutcome(pasted, True, size)
 
 
-@torch.inference_mode()
 def encode(bundle, pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float in [0, 1] -> packed latents (1, L, 64) in the transformer's space."""
-    vae = bundle.vae
     tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
-    posterior = vae.encode((tensor * 2 - 1).to(vae.device, vae.dtype)).latent_dist
-    z = (posterior.mode().float() - vae.config.shift_factor) * vae.config.scaling_factor
-    return latents.pack(z)
+    return encode_pixels(bundle, tensor)
 
 
-@torch.inference_mode()
 def decode(bundle, tokens: torch.Tensor, width: int, height: int) -> np.ndarray:
     """Packed latents -> (H, W, 3) float32 in [0, 1]."""
-    vae = bundle.vae
-    z = latents.unpack(tokens, height, width) / vae.config.scaling_factor + vae.config.shift_factor
-    pixels = vae.decode(z.to(vae.dtype), return_dict=False)[0]
-    pixels = ((pixels.float().clamp(-1, 1) + 1) / 2)[0]
-    return pixels.permute(1, 2, 0).cpu().numpy()
+    return decode_tokens(bundle.vae, tokens, height, width)[0].permute(1, 2, 0).cpu().numpy()

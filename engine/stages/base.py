@@ -88,11 +88,16 @@ def base_sampling(recipe: Recipe) -> SamplingPass:
 @torch.inference_mode()
 def encode_image(bundle, image: torch.Tensor, width: int, height: int, batch: int):
     """An RGB (1, 3, H, W) image in [0, 1], fitted to width x height, as packed latents."""
-    fitted = fit_cover(image, width, height)
+    return encode_pixels(bundle, fit_cover(image, width, height)).expand(batch, -1, -1)
+
+
+@torch.inference_mode()
+def encode_pixels(bundle, image: torch.Tensor) -> torch.Tensor:
+    """An RGB (1, 3, H, W) image in [0, 1] through the VAE as packed latents (1, L, 64)."""
     vae = bundle.vae
-    posterior = vae.encode((fitted * 2 - 1).to(vae.device, vae.dtype)).latent_dist
+    posterior = vae.encode((image * 2 - 1).to(vae.device, vae.dtype)).latent_dist
     z = (posterior.mode().float() - vae.config.shift_factor) * vae.config.scaling_factor
-    return latents.pack(z).expand(batch, -1, -1)
+    return latents.pack(z)
 
 
 def fit_cover(image: torch.Tensor, width: int, height: int) -> torch.Tensor:

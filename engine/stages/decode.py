@@ -39,11 +39,15 @@ class DecodeStage:
     @torch.inference_mode()
     def run(self, ctx: StageContext, params: DecodeParams, upstream: dict) -> torch.Tensor:
         bundle = ctx.services.flux_bundle()
-        vae = bundle.vae
         (result,) = upstream.values()
-        z = latents.unpack(result.tokens, result.height, result.width)
-        z = z / vae.config.scaling_factor + vae.config.shift_factor
         ctx.step(self.name, 0, 1, "decoding")
-        images = vae.decode(z.to(vae.dtype), return_dict=False)[0]
-        images = ((images.float().clamp(-1, 1) + 1) / 2).contiguous()
+        images = decode_tokens(bundle.vae, result.tokens, result.height, result.width)
         return sharpen(images, params.sharpen)
+
+
+@torch.inference_mode()
+def decode_tokens(vae, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Packed latents of a width x height image through the VAE: RGB (B, 3, H, W) in [0, 1]."""
+    z = latents.unpack(tokens, height, width) / vae.config.scaling_factor + vae.config.shift_factor
+    images = vae.decode(z.to(vae.dtype), return_dict=False)[0]
+    return ((images.float().clamp(-1, 1) + 1) / 2).contiguous()
