@@ -127,6 +127,8 @@ class Workload:
     latent: bool = True
     decode: bool = True
     tiled_vae: bool = False
+    # the pending refine_* stages (engine/budget_finish.py); None: all of them
+    finishing: frozenset[str] | None = None
 
 
 def estimate(
@@ -141,16 +143,16 @@ def estimate(
     batch = recipe.prompt.batch_size
     parts: list[PassCost] = []
     if work.base and recipe.source.kind != "image":
-        evals = _evaluations(recipe.settings.sampler, recipe.settings.steps, recipe.settings.cfg)
-        parts.append(_flux_pass("base", width, height, batch, evals, shape, device))
+        evals = evaluations(recipe.settings.sampler, recipe.settings.steps, recipe.settings.cfg)
+        parts.append(flux_pass("base", width, height, batch, evals, shape, device))
     if work.latent and recipe.latent.enabled and recipe.source.kind != "image":
         width = round_to_grid(width * recipe.latent.upscale)
         height = round_to_grid(height * recipe.latent.upscale)
-        evals = _evaluations(recipe.settings.sampler, recipe.latent.steps, recipe.settings.cfg)
+        evals = evaluations(recipe.settings.sampler, recipe.latent.steps, recipe.settings.cfg)
         evals = evals if recipe.latent.denoise > 0 else 0
-        parts.append(_flux_pass("latent", width, height, batch, evals, shape, device))
+        parts.append(flux_pass("latent", width, height, batch, evals, shape, device))
     if work.decode and recipe.source.kind != "image":
-        parts.append(_decode(width, height, batch, shape, device, work.tiled_vae))
+        parts.append(decode_cost(width, height, batch, shape, device, work.tiled_vae))
     return RunEstimate(device.name, weights_gb, tuple(parts))
 
 
@@ -162,12 +164,12 @@ def flux_flops(tokens: int, shape: FluxShape, linear: float = 1.0, attention: fl
     )
 
 
-def _evaluations(sampler: str, steps: int, cfg: float) -> int:
+def evaluations(sampler: str, steps: int, cfg: float) -> int:
     per_step = 2 if sampler in TWO_EVAL_SAMPLERS else 1
     return steps * per_step * (2 if cfg > 1 else 1)
 
 
-def _flux_pass(
+def flux_pass(
     stage: str, width: int, height: int, batch: int, evals: int, shape: FluxShape,
     dev: DeviceProfile,
 ) -> PassCost:  # fmt: skip
@@ -180,7 +182,7 @@ def _flux_pass(
     return PassCost(stage, label, flops / dev.flops_per_s, act / GB, flops)
 
 
-def _decode(
+def decode_cost(
     width: int, height: int, batch: int, shape: FluxShape, dev: DeviceProfile, tiled: bool
 ) -> PassCost:
     pixels = width * height

@@ -179,8 +179,8 @@ class Engine:
 
     def _check_budget(self, recipe: Recipe, scope: RunScope) -> RunEstimate | None:
         """Refuse a render over the run budget before its heavy stages start."""
-        if not _generates(recipe):
-            return None
+        if not (_generates(recipe) or _refines(recipe)):
+            return None  # an upload's expression edit alone needs no Flux
         pending = self.graph.pending(recipe, scope, FINAL_STAGE)
         if not pending & set(HEAVY_STAGES):
             return None
@@ -324,6 +324,12 @@ def _collect_detections(report: RunReport, artifacts: dict) -> None:
         value = artifacts.get(name)
         if isinstance(value, RefinedImages):
             report.detections[name] = value.detections
+
+
+def _refines(recipe: Recipe) -> bool:
+    """Whether a Refine pass (detailer or chin) will sample with Flux."""
+    refine = recipe.refine
+    return bool(refine.active_regions()) or (refine.enabled and refine.chin.enabled)
 
 
 def _generates(recipe: Recipe) -> bool:

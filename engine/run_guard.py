@@ -22,13 +22,17 @@ from engine.budget import (
     cheaper_variants,
     estimate,
 )
+from engine.budget_finish import finishing_passes, finishing_variants
 from engine.device_profile import device_profile, flux_shape, resident_gb, runtime_factors
 from engine.errors import StudioError
 from engine.recipe import Recipe
+from engine.recipe_refine import REFINE_REGIONS
 from engine.runtypes import RunReport
 
 log = logging.getLogger(__name__)
-HEAVY_STAGES = ("base", "latent", "decode")
+FLUX_STAGES = ("base", "latent", "decode")
+FINISHING_STAGES = (*(f"refine_{r}" for r in REFINE_REGIONS), "refine_chin")
+HEAVY_STAGES = FLUX_STAGES + FINISHING_STAGES
 
 
 class OverBudget(StudioError):
@@ -65,12 +69,17 @@ class RunGuard:
         scaled = dataclasses.replace(profile, linear_factor=linear, attention_factor=attention)
         modules = [bundle.transformer, bundle.vae, bundle.clip, bundle.t5]
         weights = resident_gb(modules, self.device)
-        work = Workload(work.base, work.latent, work.decode, runtime.memory.tiled_vae)
-        return estimate(recipe, shape, scaled, weights, work)
+        work = dataclasses.replace(work, tiled_vae=runtime.memory.tiled_vae)
+        found = estimate(recipe, shape, scaled, weights, work)
+        finishing = finishing_passes(recipe, work.finishing, shape, scaled)
+        return dataclasses.replace(found, parts=found.parts + tuple(finishing))
 
     def check(self, recipe: Recipe, bundle: Any, pending: set[str]) -> RunEstimate:
         """Raise OverBudget when the stages about to run would not fit the budget."""
-        work = Workload(*(name in pending for name in HEAVY_STAGES))
+        work = Workload(
+            *(name in pending for name in FLUX_STAGES),
+            finishing=frozenset(pending & set(FINISHING_STAGES)),
+        )
         found = self.estimate(recipe, bundle, work)
         problems = self.budget.problems(found)
         if problems:
@@ -106,14 +115,14 @@ class RunGuard:
         """Each single change that fits; if none does, the changes together, in order,
         up to the first combination that fits."""
         fits = []
-        for phrase, cheaper in cheaper_variants(recipe):
+        for phrase, cheaper in all_variants(recipe):
             other = self.estimate(cheaper, bundle, work)
             if not self.budget.problems(other):
                 fits.append(f"{phrase} ({other.short()})")
         if fits:
             return fits
         phrases: list[str] = []
-        while variants := cheaper_variants(recipe):
+        while variants := all_variants(recipe):
             phrase, recipe = variants[0]
             phrases.append(phrase)
             other = self.estimate(recipe, bundle, work)
@@ -133,6 +142,11 @@ class RunGuard:
             del exc  # its traceback holds the frames, and they hold the tensors
             free_memory(self.device)
             raise OutOfMemory(_oom_message(recipe, self.device, detail)) from None
+
+
+def all_variants(recipe: Recipe) -> list[tuple[str, Recipe]]:
+    """Every single change that lowers the cost: the Flux passes', then the finishing's."""
+    return cheaper_variants(recipe) + finishing_variants(recipe)
 
 
 def free_memory(device: torch.device) -> None:
@@ -157,7 +171,7 @@ def _first_sentences(text: str, count: int = 2) -> str:
 
 
 def _oom_message(recipe: Recipe, device: torch.device, detail: str) -> str:
-    lower = [phrase for phrase, _ in cheaper_variants(recipe)]
+    lower = [phrase for phrase, _ in all_variants(recipe)]
     what = ", ".join(lower) if lower else "a smaller size"
     where = "The GPU" if device.type == "cuda" else "The machine"
     return (
