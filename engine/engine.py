@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -100,6 +101,15 @@ class RunScope:
 
     def loras(self) -> LoraStack:
         return self.engine.models.loras()
+
+    def fill_identity(self) -> str:
+        """The FLUX.1 Fill file's identity, or "" without one (it goes into cache keys)."""
+        spec = self.engine.models.fill_spec()
+        return spec.identity if spec is not None else ""
+
+    def fill_transformer(self) -> Any:
+        """The warm FLUX.1 Fill transformer, or None without one."""
+        return self.engine.models.fill(self.model_params)
 
     def lut_identity(self, name: str) -> str:
         """Name, size and mtime of the LUT file, so editing the file re-runs the grade."""

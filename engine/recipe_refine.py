@@ -41,6 +41,9 @@ class DetailerParams:
     noise_mask_feather: int = bounded(20, 0, 100, 1)
     force_inpaint: bool = True
     cycles: int = bounded(1, 1, 10, 1)
+    # Impact's inpaint_model: sample with FLUX.1 Fill (given the masked crop) when the models
+    # folder has it; it wants a high guidance (~30) and denoise up to 1
+    fill_model: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +61,7 @@ class ChinParams:
     mask_expand: int = bounded(6, 0, 128, 1)
     context_factor: float = bounded(1.26, 1.0, 3.0, 0.01)
     blend_pixels: int = bounded(32, 0, 128, 1)
+    fill_model: bool = False  # render the jaw with FLUX.1 Fill when the models folder has it
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,6 +53,8 @@ class FluxDenoiser:
     dtype: torch.dtype
     calls: int = 0
     attention: AttentionChoice = field(default_factory=AttentionChoice)  # SDPA kernel ranking
+    # FLUX.1 Fill's extra inputs (1, L, 320), appended to every call's tokens (flux/fill.py)
+    concat: torch.Tensor | None = None
     # (token_bias, image tokens, device) -> mask; not an init field, so replace() starts afresh
     _mask: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -76,8 +78,9 @@ class FluxDenoiser:
         batch = x.shape[0]
         emb = self.embeddings
         tokens = emb.tokens.expand(batch, -1, -1)
+        hidden = x if self.concat is None else torch.cat([x, self._concat(x)], dim=-1)
         inputs = {
-            "hidden_states": x.to(self.dtype),
+            "hidden_states": hidden.to(self.dtype),
             "timestep": sigma.to(x.device, torch.float32).expand(batch).to(self.dtype),
             "guidance": None,
             "pooled_projections": emb.pooled.expand(batch, -1),
@@ -97,6 +100,10 @@ class FluxDenoiser:
         with self.attention.context():
             out = self.transformer(**inputs)[0]
         return out.float()
+
+    def _concat(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.concat is not None
+        return self.concat.to(x.device, x.dtype).expand(x.shape[0], -1, -1)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -56,9 +56,11 @@ def run_pass(
     p: SamplingPass,
     init: torch.Tensor | None = None,
     mask: NoiseMask | None = None,
+    concat: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample packed latents (B, L, 64); `init` (packed, model space) starts img2img; `mask`
-    re-renders only where it is 1 and keeps `init` elsewhere (specs §8)."""
+    re-renders only where it is 1 and keeps `init` elsewhere (specs §8); `concat` holds
+    FLUX.1 Fill's extra inputs when the bundle's transformer is the Fill model."""
     s, device = p.settings, bundle.device
     sigmas, mu = pass_sigmas(p)
     noise, generators = latents.initial_noise(list(p.seeds), p.height, p.width)
@@ -71,7 +73,7 @@ def run_pass(
     transformer = _transformer(bundle, s, mu)
     denoiser = FluxDenoiser(
         transformer, cond.positive, latents.image_ids(p.height, p.width, device),
-        s.guidance, bundle.compute_dtype, attention=bundle.runtime.attention,
+        s.guidance, bundle.compute_dtype, attention=bundle.runtime.attention, concat=concat,
     )  # fmt: skip
     ctx.note(bundle.describe_runtime())
     model = flux_cfg_denoiser(denoiser, cond.negative, s.cfg)

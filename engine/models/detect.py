@@ -1,8 +1,10 @@
 """Recognise a checkpoint from its header: which component, key layout, and shape.
 
 Only known widths are accepted: the real FLUX.1 architecture (and its CLIP-L / T5-XXL /
-16-channel VAE) and our tiny test models. Everything else (SD VAEs, CLIP-G, UMT5, Flux
-Fill's 384 input channels, LoRA files) is rejected with a short reason.
+16-channel VAE) and our tiny test models. Everything else (SD VAEs, CLIP-G, UMT5, Depth and
+Canny's 128 input channels, LoRA files) is rejected with a short reason. FLUX.1 Fill (384
+input channels: the noisy latents, the masked image's latents and the 8×8-packed mask) is
+its own component, "fill", which the Refine passes use for inpainting.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ VAE_WIDTHS = {128: "flux1", 8: "tiny"}
 CLIP_WIDTHS = {768: "flux1", 32: "tiny"}
 T5_WIDTHS = {4096: "flux1", 32: "tiny"}
 REAL_VOCAB = {"clip": 49408, "t5": 32128}
+BASE_IN_CHANNELS = 64
+FILL_IN_CHANNELS = 384  # 64 noisy + 64 masked-image latent + 256 mask values per token
+TRANSFORMER_KINDS = {
+    BASE_IN_CHANNELS: "FLUX.1 base (dev/schnell) transformer",
+    FILL_IN_CHANNELS: "FLUX.1 Fill (inpainting) transformer, used by the Refine passes",
+    128: "FLUX.1 Depth/Canny (control) transformer, which this studio does not use",
+}
 
 
 @dataclass(frozen=True)
@@ -43,15 +52,29 @@ class Detected:
         return dict(self.overrides)
 
 
-def detect_transformer(header: Header) -> Detected | str:
-    """A Flux transformer (BFL, ComfyUI-prefixed or diffusers layout), or why not."""
+def detect_transformer(header: Header, in_channels: int = BASE_IN_CHANNELS) -> Detected | str:
+    """A Flux transformer (BFL, ComfyUI-prefixed or diffusers layout) taking `in_channels`
+    per token, or why not."""
     prefix = header.prefix_of(_BFL_ANCHOR)
+    found: Detected | str = "not a Flux transformer"
     if prefix is not None:
-        return _bfl_transformer(header, prefix)
-    prefix = header.prefix_of(_DIFFUSERS_ANCHOR)
-    if prefix is not None and header.has(f"{prefix}single_transformer_blocks.0.proj_mlp.weight"):
-        return _diffusers_transformer(header, prefix)
-    return "not a Flux transformer"
+        found = _bfl_transformer(header, prefix)
+    else:
+        prefix = header.prefix_of(_DIFFUSERS_ANCHOR)
+        if prefix is not None and header.has(
+            f"{prefix}single_transformer_blocks.0.proj_mlp.weight"
+        ):
+            found = _diffusers_transformer(header, prefix)
+    if isinstance(found, Detected) and found.dims()["in_channels"] != in_channels:
+        channels = found.dims()["in_channels"]
+        kind = TRANSFORMER_KINDS.get(channels, f"Flux transformer with {channels} input channels")
+        return f"a {kind}, not a {TRANSFORMER_KINDS[in_channels].split(',')[0]}"
+    return found
+
+
+def detect_fill(header: Header) -> Detected | str:
+    """A FLUX.1 Fill transformer, or why not."""
+    return detect_transformer(header, FILL_IN_CHANNELS)
 
 
 def _bfl_transformer(header: Header, prefix: str) -> Detected | str:
@@ -65,6 +88,7 @@ def _bfl_transformer(header: Header, prefix: str) -> Detected | str:
     guidance = header.has(f"{p}guidance_in.in_layer.weight")
     overrides = {
         "in_channels": in_channels,
+        "out_channels": _rows(header, f"{p}final_layer.linear.weight", in_channels),
         "num_layers": header.count_blocks(f"{p}double_blocks."),
         "num_single_layers": header.count_blocks(f"{p}single_blocks."),
         "guidance_embeds": guidance,
@@ -86,6 +110,7 @@ def _diffusers_transformer(header: Header, prefix: str) -> Detected | str:
     guidance = header.has(f"{p}time_text_embed.guidance_embedder.linear_1.weight")
     overrides = {
         "in_channels": in_channels,
+        "out_channels": _rows(header, f"{p}proj_out.weight", in_channels),
         "num_layers": header.count_blocks(f"{p}transformer_blocks."),
         "num_single_layers": header.count_blocks(f"{p}single_transformer_blocks."),
         "guidance_embeds": guidance,
@@ -95,11 +120,15 @@ def _diffusers_transformer(header: Header, prefix: str) -> Detected | str:
     return _transformer(header, p, "diffusers", family, overrides, f"{p}{_DIFFUSERS_ANCHOR}")
 
 
+def _rows(header: Header, key: str, default: int) -> int:
+    """The output size of a Linear weight (diffusers sets out_channels = in_channels unless
+    told, and Fill's output is 64 wide for 384 inputs)."""
+    return header.shapes[key][0] if header.has(key) else default
+
+
 def _transformer(
     header: Header, prefix: str, layout: str, family: str, overrides: dict, anchor: str
-) -> Detected | str:
-    if overrides["in_channels"] != 64:
-        return f"a Flux transformer with {overrides['in_channels']} input channels (Fill/Depth?)"
+) -> Detected:
     return Detected(
         component="transformer",
         family=family,
@@ -172,6 +201,7 @@ def detect_t5(header: Header) -> Detected | str:
 
 DETECTORS = {
     "transformer": detect_transformer,
+    "fill": detect_fill,
     "vae": detect_vae,
     "clip": detect_clip,
     "t5": detect_t5,

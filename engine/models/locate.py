@@ -34,6 +34,7 @@ from engine.models.specs import (
 # its own key prefix (model.diffusion_model., first_stage_model./vae., text_encoders.*).
 COMFY_FOLDERS = {
     "transformer": ("diffusion_models", "unet", "checkpoints"),
+    "fill": ("diffusion_models", "unet"),
     "vae": ("vae", "checkpoints"),
     "clip": ("text_encoders", "clip", "checkpoints"),
     "t5": ("text_encoders", "clip", "checkpoints"),
@@ -41,6 +42,7 @@ COMFY_FOLDERS = {
 # File-name starts tried first when no name is given (then every other file, sorted).
 PREFERRED_NAMES = {
     "transformer": ("flux1-dev", "flux1-schnell", "flux"),
+    "fill": ("flux1-fill", "flux"),
     "vae": ("ae.", "flux"),
     "clip": ("clip_l",),
     "t5": ("t5xxl",),

@@ -18,6 +18,7 @@ from engine.lora.stack import LoraStack
 from engine.models import loaders
 from engine.models.attention import choose_attention
 from engine.models.checkpoint import CheckpointError
+from engine.models.fill import HOW_TO_GET_FILL, find_fill, load_fill
 from engine.models.memory import home_device, plan_memory
 from engine.models.precision import (
     DeviceFacts,
@@ -104,7 +105,7 @@ class ModelManager:
         # because layers added after casting are not cast (and fp8 LoRA math fails on CPU).
         self.before_casting: list[TransformerHook] = []
         self._warm: dict[str, tuple[tuple, Any]] = {}
-        self._counts = dict.fromkeys(COMPONENTS, 0)
+        self._counts = dict.fromkeys((*COMPONENTS, "fill"), 0)
         self._lock = threading.RLock()
         self._loras: LoraStack | None = None
         self.facts = DeviceFacts.of(self.device)
@@ -200,11 +201,47 @@ class ModelManager:
         """An fp8 file on a GPU: its weights stay fp8 (a CPU computes in fp32 anyway)."""
         return self.device.type == "cuda" and bool(spec.detected and spec.detected.file_fp8)
 
+    def fill_spec(self) -> WeightSpec | None:
+        """The FLUX.1 Fill file the models folder has (the tiny one in demo mode), or None."""
+        return find_fill(self.config.models_dir, self.config.tiny)
+
+    def fill(self, params: ModelParams) -> FluxTransformer2DModel | None:
+        """The warm FLUX.1 Fill transformer, or None without one. It follows the base
+        transformer's precision path (fp8 storage or compute, compile) on the same device,
+        and carries no LoRAs: the stack follows the base transformer."""
+        spec = self.fill_spec()
+        if spec is None:
+            return None
+        with self._lock:
+            files = self.resolve(params)
+            compute = compute_dtype_for(self.device, files.weight_dtype)
+            key = (spec.identity, str(self.device), compute, files.weight_dtype, files.precision)
+            cached = self._warm.get("fill")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            self._forget("fill")
+            try:
+                model = self._load_transformer(spec, files, compute, load=load_fill)
+            except CheckpointError as exc:
+                raise ModelNotFoundError(
+                    f"The {COMPONENT_NAMES['fill']} {spec.label!r} ({spec.path}) {exc}. "
+                    f"{HOW_TO_GET_FILL}"
+                ) from exc
+            self._warm["fill"] = (key, model)
+            self._counts["fill"] += 1
+            return model
+
     def _load_transformer(
-        self, spec: WeightSpec, files: FluxFiles, compute: torch.dtype
+        self,
+        spec: WeightSpec,
+        files: FluxFiles,
+        compute: torch.dtype,
+        load: Callable[[WeightSpec, torch.dtype], FluxTransformer2DModel] | None = None,
     ) -> FluxTransformer2DModel:
-        model = loaders.load_transformer(spec, compute)
-        for hook in self.before_casting:
+        """The base transformer with the LoRA hooks, or (`load` given) another transformer
+        loaded by it on the same precision path without them."""
+        model = (load or loaders.load_transformer)(spec, compute)
+        for hook in self.before_casting if load is None else ():
             hook(model, files)
         apply_weight_storage(model, storage_dtype(files.weight_dtype), compute, files.precision)
         model = model.to(self.device)

@@ -11,6 +11,7 @@ from engine.models.detect import Detected
 
 COMPONENT_NAMES = {
     "transformer": "Flux transformer",
+    "fill": "FLUX.1 Fill transformer",
     "vae": "Flux VAE",
     "clip": "CLIP-L text encoder",
     "t5": "T5-XXL text encoder",

@@ -25,7 +25,7 @@ from engine.models.tiny_text import (
 # The T5 sequence is shorter than real Flux-dev's 512: text tokens join the image tokens in
 # every attention, and at tiny sizes 512 of them would dominate the demo's cost.
 TINY_T5_MAX_LENGTH = 64
-TINY_SEEDS = {"transformer": 1001, "vae": 1002, "clip": 1003, "t5": 1004}
+TINY_SEEDS = {"transformer": 1001, "vae": 1002, "clip": 1003, "t5": 1004, "fill": 1005}
 
 # sum(axes_dims_rope) = attention_head_dim; in_channels = 4 x latent channels;
 # joint_attention_dim = T5 d_model; pooled_projection_dim = CLIP hidden size.
@@ -41,6 +41,8 @@ TINY_TRANSFORMER: dict[str, Any] = {
     "guidance_embeds": True,
     "axes_dims_rope": [4, 4, 8],
 }
+# FLUX.1 Fill's input: 64 noisy + 64 masked-image latent + 256 mask values per token.
+TINY_FILL = {**TINY_TRANSFORMER, "in_channels": 384, "out_channels": 64}
 TINY_VAE: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
@@ -106,6 +108,11 @@ def seeded(seed: int) -> Iterator[None]:
 def build_tiny_transformer() -> FluxTransformer2DModel:
     with seeded(TINY_SEEDS["transformer"]):
         return FluxTransformer2DModel(**TINY_TRANSFORMER).eval()
+
+
+def build_tiny_fill() -> FluxTransformer2DModel:
+    with seeded(TINY_SEEDS["fill"]):
+        return FluxTransformer2DModel(**TINY_FILL).eval()
 
 
 def build_tiny_vae() -> AutoencoderKL:

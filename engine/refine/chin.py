@@ -12,6 +12,7 @@ import torch
 
 from engine.faces.crop_stitch import CropParams, crop_for_inpaint, stitch
 from engine.faces.landmarks import region_mask
+from engine.flux.fill import fill_conditioning
 from engine.flux.inpaint import NoiseMask
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
@@ -51,14 +52,20 @@ def refine_chin(
     chin: ChinParams,
     settings: SettingsParams,
     seed: int,
+    fill=None,
 ) -> torch.Tensor:
-    """One (1, 3, H, W) image with the masked jaw re-rendered at chin.size² and stitched."""
+    """One (1, 3, H, W) image with the masked jaw re-rendered at chin.size² and stitched;
+    with `fill` (the FLUX.1 Fill transformer) the crop is rendered by Fill."""
     crop = crop_for_inpaint(image.float().cpu(), mask, chin_crop_params(chin))
     height, width = crop.image.shape[2:]
     pixels = crop.image[0].permute(1, 2, 0).numpy()
     tokens = encode(bundle, pixels)
     sampling = SamplingPass(width, height, (seed,), dataclasses.replace(settings), True)
-    noise_mask = NoiseMask(crop.mask.clamp(0, 1))
-    tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, mask=noise_mask)
+    mask = crop.mask.clamp(0, 1)
+    concat = None
+    if fill is not None:
+        concat = fill_conditioning(bundle, crop.image, mask)
+        bundle = dataclasses.replace(bundle, transformer=fill)
+    tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, NoiseMask(mask), concat)
     rendered = torch.from_numpy(decode(bundle, tokens, width, height)).permute(2, 0, 1)[None]
     return stitch(crop.plan, image.float().cpu(), rendered)

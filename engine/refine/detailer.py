@@ -17,6 +17,7 @@ import torch
 
 from engine.faces.crop_stitch import resize_image
 from engine.faces.segments import Segment, choose_crop_scale, feather_mask, paste_segment
+from engine.flux.fill import fill_conditioning
 from engine.flux.inpaint import NoiseMask
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
@@ -93,22 +94,28 @@ def refine_segment(
     region: DetailerParams,
     settings: SettingsParams,
     seed: int,
+    fill=None,
 ) -> SegmentOutcome:
-    """The image with one segment re-rendered and pasted back."""
+    """The image with one segment re-rendered and pasted back; with `fill` (the FLUX.1 Fill
+    transformer) it samples the masked crop with Fill, as Impact's inpaint_model does."""
     size = render_size(segment, region)
     if size is None or segment.is_empty:
         return SegmentOutcome(image, False)
     x1, y1, x2, y2 = segment.crop_region
-    crop = image[y1:y2, x1:x2]
     width, height = size
-    tokens = encode(bundle, lanczos(crop, width, height))
+    scaled = lanczos(image[y1:y2, x1:x2], width, height)
+    tokens = encode(bundle, scaled)
+    feathered = np.clip(feather_mask(segment.mask, region.noise_mask_feather), 0, 1)
     mask = None
     if region.noise_mask:
-        noise = np.clip(feather_mask(segment.mask, region.noise_mask_feather), 0, 1)
-        mask = NoiseMask(torch.from_numpy(noise), differential=region.noise_mask_feather > 0)
+        mask = NoiseMask(torch.from_numpy(feathered), differential=region.noise_mask_feather > 0)
+    concat = None
+    if fill is not None:  # Fill is told what to keep by the same feathered mask
+        concat = fill_conditioning(bundle, to_tensor(scaled), torch.from_numpy(feathered))
+        bundle = dataclasses.replace(bundle, transformer=fill)
     sampling = SamplingPass(width, height, (seed,), settings, True)
     for _ in range(region.cycles):
-        tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, mask=mask)
+        tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, mask=mask, concat=concat)
     refined = lanczos(decode(bundle, tokens, width, height), x2 - x1, y2 - y1)
     pasted = paste_segment(
         image, refined, segment.crop_region, feather_mask(segment.mask, region.feather)
@@ -116,10 +123,14 @@ def refine_segment(
     return SegmentOutcome(pasted, True, size)
 
 
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float -> (1, 3, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+
+
 def encode(bundle, pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float in [0, 1] -> packed latents (1, L, 64) in the transformer's space."""
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
-    return encode_pixels(bundle, tensor)
+    return encode_pixels(bundle, to_tensor(pixels))
 
 
 def decode(bundle, tokens: torch.Tensor, width: int, height: int) -> np.ndarray:

@@ -44,6 +44,7 @@ class RefineStageParams:
     guard: IdentityGuardParams | None
     identity_backend: str
     reference: str  # the reference photo's digest ("" without one)
+    fill: str = ""  # the FLUX.1 Fill file's identity when the region uses it
 
 
 class RefineRegionStage:
@@ -83,6 +84,7 @@ class RefineRegionStage:
             models.sam_identity() if detailer.sam else "",
             guard if guarded else None,
             models.identity_identity() if guarded else "", reference,
+            env.fill_identity() if detailer.fill_model else "",
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: RefineStageParams, upstream: dict) -> RefinedImages:
@@ -98,6 +100,20 @@ class RefineRegionStage:
             found.append(boxes)
         out = torch.stack(refined).to(images.device, images.dtype)
         return RefinedImages(out, found)
+
+
+def fill_model(ctx: StageContext, what: str, wanted: bool, identity: str) -> Any:
+    """The warm FLUX.1 Fill transformer when the pass asks for it and the models folder has
+    it; asked for without the file, a note says so and the base model renders."""
+    if not wanted:
+        return None
+    if identity:
+        return ctx.services.fill_transformer()
+    ctx.note(
+        f"Refine {what}: no FLUX.1 Fill file in the models folder's diffusion_models/ "
+        "(e.g. flux1-fill-dev.safetensors); rendered with the base model."
+    )
+    return None
 
 
 def region_conditioning(bundle, main: Conditioning, prompt: str) -> Conditioning:
@@ -118,6 +134,7 @@ class RegionWork:
         self.stage, self.ctx, self.p, self.bundle, self.cond = stage, ctx, p, bundle, cond
         self.models = refine_models(ctx.services)
         self.reference = self._reference_embedding() if p.reference else None
+        self.fill = fill_model(ctx, stage.region, p.detailer.fill_model, p.fill)
 
     def image(self, index: int, pixels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """The refined (H, W, 3) pixels of one image and what was found in it."""
@@ -138,7 +155,7 @@ class RegionWork:
             seed = self.p.seed + index + number  # Impact: seed + i per segment
             outcome = refine_segment(
                 self.ctx, self.stage.name, self.bundle, self.cond, pixels, segment,
-                self.p.detailer, self.p.settings, seed,
+                self.p.detailer, self.p.settings, seed, self.fill,
             )  # fmt: skip
             if outcome.refined and self.p.guard is not None:
                 check = self._check(f"{region} {number + 1}", segment, pixels, outcome.image)

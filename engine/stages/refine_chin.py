@@ -19,7 +19,7 @@ from engine.refine.identity_guard import check_face, guard_note, to_uint8
 from engine.refine.models import refine_models
 from engine.refine.result import RefinedImages, images_of
 from engine.stages.base import conditioning
-from engine.stages.refine import REFINE_STAGES, region_conditioning
+from engine.stages.refine import REFINE_STAGES, fill_model, region_conditioning
 from engine.stages.text import apply_loras
 
 
@@ -34,6 +34,7 @@ class ChinStageParams:
     faces: str  # identity of the face detector
     guard: IdentityGuardParams | None
     identity_backend: str
+    fill: str = ""  # the FLUX.1 Fill file's identity when the chin pass uses it
 
 
 class RefineChinStage:
@@ -59,6 +60,7 @@ class RefineChinStage:
             (files.transformer, files.vae, files.weight_dtype, files.precision),
             stack.stage_params(slots, "transformer"), models.source("face").identity,
             guard, models.identity_identity() if guard else "",
+            env.fill_identity() if chin.fill_model else "",
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: ChinStageParams, upstream: dict) -> RefinedImages:
@@ -67,6 +69,7 @@ class RefineChinStage:
         apply_loras(ctx, bundle, p.loras, "transformer")
         cond = region_conditioning(bundle, conditioning(upstream), p.prompt)
         models = refine_models(ctx.services)
+        fill = fill_model(ctx, "chin", p.chin.fill_model, p.fill)
         out, found = [], []
         for index, image in enumerate(images):
             rgb = to_uint8(image.permute(1, 2, 0).float().cpu().numpy())
@@ -80,7 +83,7 @@ class RefineChinStage:
                 mask = jaw_mask(points, *rgb.shape[:2])
                 seed = p.seed + index + number
                 after = refine_chin(
-                    ctx, self.name, bundle, cond, current, mask, p.chin, p.settings, seed
+                    ctx, self.name, bundle, cond, current, mask, p.chin, p.settings, seed, fill
                 )
                 if p.guard is not None:
                     check = self._check(models, p, f"chin {number + 1}", face.box, current, after)
