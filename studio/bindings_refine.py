@@ -26,6 +26,12 @@ REGION_NOTES = {
     "skin": "the detected skin",
 }
 
+FILL_NOTE = (
+    "Renders the pass with FLUX.1 Fill (flux1-fill-dev in diffusion_models/), which sees the "
+    "masked crop; it wants guidance around 30 and allows denoise up to 1. Without the file "
+    "the base model renders and the report says so."
+)
+
 
 def _region(region: str) -> tuple[Binding, ...]:
     """One region's rows: its switch, the pass, detection, SAM, blending and sizes."""
@@ -135,6 +141,7 @@ def _region(region: str) -> tuple[Binding, ...]:
             "Cycles",
             "Runs the pass this many times in a row; each cycle sharpens and drifts a little.",
         ),
+        Binding(at + "fill_model", "FLUX.1 Fill", FILL_NOTE),
     )
 
 
@@ -182,6 +189,7 @@ CHIN_BINDINGS: tuple[Binding, ...] = (
         "Blend",
         "Width of the soft edge where the rendered chin meets the image, in px.",
     ),
+    Binding("refine.chin.fill_model", "FLUX.1 Fill", FILL_NOTE),
 )
 
 IDENTITY_BINDINGS: tuple[Binding, ...] = (

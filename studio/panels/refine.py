@@ -42,12 +42,12 @@ REGION_ROWS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("SAM", (("sam", "sam_threshold"),)),
     ("Blending", (("feather", "noise_mask", "noise_mask_feather"),)),
     ("Sizes", (("guide_size", "guide_size_for", "max_size"),)),
-    ("", (("force_inpaint", "cycles"),)),
+    ("", (("force_inpaint", "cycles", "fill_model"),)),
 )
 CHIN_ROWS = (
     ("denoise", "steps", "guidance"),
     ("size", "mask_expand"),
-    ("context_factor", "blend_pixels"),
+    ("context_factor", "blend_pixels", "fill_model"),
 )
 
 
