@@ -22,6 +22,7 @@ from engine.graph import StageContext, StageGraph
 from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
 from engine.metadata import read_recipe_file
+from engine.models.fill import HOW_TO_GET_FILL
 from engine.models.manager import FluxBundle, FluxFiles, ModelConfig, ModelManager
 from engine.models.memory import peak_gb, reset_peak
 from engine.models.precision import pick_device
@@ -292,8 +293,10 @@ class Engine:
         return self.expression_models.describe()
 
     def refine_status(self) -> str:
-        """Which detector each Refine region uses, SAM and the identity backend."""
-        return self.refine_models.describe()
+        """Which detector each Refine region uses, SAM, the identity backend and Fill."""
+        fill = self.models.fill_spec()
+        found = f"FLUX.1 Fill: {fill.label}." if fill else f"No FLUX.1 Fill. {HOW_TO_GET_FILL}"
+        return f"{self.refine_models.describe()} {found}"
 
     def list_detectors(self) -> list[str]:
         """Detector files under <models>/ultralytics/ (bbox/, segm/, the folder itself)."""

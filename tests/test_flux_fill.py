@@ -118,12 +118,14 @@ def test_a_region_renders_with_fill_and_the_transformer_sees_its_inputs(engine: 
     assert engine.models.load_counts()["fill"] == 1
     assert filled.images[0].tobytes() != plain.images[0].tobytes()
     assert not any("FLUX.1 Fill" in note for note in filled.report.notes)
+    assert "FLUX.1 Fill: tiny random demo model." in engine.refine_status()
 
 
 def test_without_a_fill_file_the_base_model_renders_with_a_note(engine: Any, monkeypatch) -> None:
     photo = engine.store_image(png(astronaut()))
     plain = engine.run(refine(photo, chin={"steps": 2}), save=False)
     monkeypatch.setattr(engine.models, "fill_spec", lambda: None)
+    assert "No FLUX.1 Fill. Put flux1-fill-dev.safetensors" in engine.refine_status()
     asked = engine.run(refine(photo, chin={"steps": 2, "fill_model": True}), save=False)
     assert asked.report.ran_names == ["refine_chin"]  # the flag is part of the chin's key
     assert any("no FLUX.1 Fill file" in note for note in asked.report.notes)

@@ -13,7 +13,9 @@ from engine.models import loaders, tiny
 from engine.models.locate import find_in_comfy
 from engine.models.specs import Trail, WeightSpec
 
-TINY_FILL_SPEC = WeightSpec(component="fill", source="tiny", identity="tiny:fill", label="tiny")
+TINY_FILL_SPEC = WeightSpec(
+    component="fill", source="tiny", identity="tiny:fill", label="tiny random demo model"
+)
 HOW_TO_GET_FILL = (
     "Put flux1-fill-dev.safetensors (BFL's FLUX.1 Fill [dev], or an fp8 copy) in the models "
     "folder's diffusion_models/ to use it."
