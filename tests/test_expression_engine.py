@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from photos import astronaut, png_bytes
 from PIL import Image
 
 from engine.errors import InputError, ModelNotFoundError
 from engine.recipe import ColorParams, ExpressionParams, Recipe, SourceParams
+from photos import astronaut, png_bytes
 from tests.conftest import fresh_tiny_engine
 
 

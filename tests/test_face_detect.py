@@ -10,8 +10,6 @@ import socket
 import threading
 import zipfile
 from collections.abc import Iterator
-from copy import deepcopy
-from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from engine.faces import (
 from engine.faces.boxes import FaceBox
 from engine.faces.mtcnn import MtcnnFaceDetector
 from engine.faces.yolo import YoloFaceDetector, configure_ultralytics_offline
+from yolo_models import face_model, half_state, save_like_ultralytics
 
 CONFIDENCE = 0.5  # random weights score near 0.5 after zero_class_bias (see face_model)
 
@@ -60,60 +59,6 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
-
-
-def face_model(seed: int) -> Any:
-    """A random one-class YOLOv8n, as face_yolov8n.pt is (nc=1, names {0: 'face'})."""
-    import torch
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(seed)
-    model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
-    model.names = {0: "face"}
-    # ultralytics' bias prior puts random scores near 0.001; zero puts them near 0.5 so that
-    # there are boxes at a sensible threshold.
-    for branch in model.model[-1].cv3:
-        torch.nn.init.zeros_(branch[-1].bias)
-    return model
-
-
-def save_like_ultralytics(
-    model: Any, path: Path, image_size: int, *, finish: bool, **extra: Any
-) -> None:
-    """A checkpoint as ultralytics' trainer writes one (fp16 EMA, train_args, metadata),
-    finished by its own strip_optimizer as at the end of training when `finish`."""
-    import torch
-    from ultralytics import __version__
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-    from ultralytics.utils import IterableSimpleNamespace
-    from ultralytics.utils.torch_utils import strip_optimizer
-
-    train_args = {**DEFAULT_CFG_DICT, "imgsz": image_size}
-    ema = deepcopy(model).half()
-    ema.args = IterableSimpleNamespace(**train_args)  # the trainer attaches its settings
-    checkpoint = {
-        "epoch": 0,
-        "best_fitness": None,
-        "model": None,
-        "ema": ema,
-        "updates": 1,
-        "optimizer": None,
-        "train_args": train_args,
-        "date": datetime.now().isoformat(),
-        "version": __version__,
-        **extra,
-    }
-    torch.save(checkpoint, path)
-    if finish:
-        strip_optimizer(path)
-
-
-def half_state(model: Any) -> dict[str, Any]:
-    """The model's weights as the fp16 checkpoint keeps them, back in fp32."""
-    return {
-        key: value.half().float() if value.is_floating_point() else value
-        for key, value in model.state_dict().items()
-    }
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from engine.faces.segments import (
 )
 from engine.faces.yolo import YoloDetector, YoloFaceDetector, configure_ultralytics_offline
 from engine.faces.yolo_segm import Detection
+from yolo_models import half_state, save_like_ultralytics
 
 LOW_CONFIDENCE = 0.3
 
@@ -293,34 +294,13 @@ def random_model(kind: str, nc: int, names: dict[int, str], seed: int) -> Any:
     return model
 
 
-def save_like_ultralytics(model: Any, path: Path, image_size: int, task: str) -> None:
-    """As ultralytics' trainer writes a checkpoint (fp16 EMA, train_args) and strips it."""
-    import torch
-    from ultralytics import __version__
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-    from ultralytics.utils import IterableSimpleNamespace
-    from ultralytics.utils.torch_utils import strip_optimizer
-
-    train_args = {**DEFAULT_CFG_DICT, "imgsz": image_size, "task": task}
-    ema = deepcopy(model).half()
-    ema.args = IterableSimpleNamespace(**train_args)
-    checkpoint = {"epoch": 0, "model": None, "ema": ema, "optimizer": None, "updates": 1}
-    torch.save({**checkpoint, "train_args": train_args, "version": __version__}, path)
-    strip_optimizer(path)
-
-
-def half_state(model: Any) -> dict[str, Any]:
-    return {
-        key: value.half().float() if value.is_floating_point() else value
-        for key, value in model.state_dict().items()
-    }
-
-
 @pytest.fixture(scope="module")
 def segm_checkpoint(yolo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("segm") / "person_yolov8n-seg.pt"
     # A small training size keeps the random model's box count (and so its masks) small.
-    save_like_ultralytics(random_model("segment", 1, {0: "person"}, 3), path, 96, "segment")
+    save_like_ultralytics(
+        random_model("segment", 1, {0: "person"}, 3), path, 96, finish=True, task="segment"
+    )
     return path
 
 
@@ -407,7 +387,7 @@ def test_two_class_bbox_model_keeps_its_class_names(
 
     names = {0: "eyes", 1: "eye"}
     path = tmp_path / "Eyeful_v2-Paired.pt"
-    save_like_ultralytics(random_model("detect", 2, names, seed=5), path, 96, "detect")
+    save_like_ultralytics(random_model("detect", 2, names, seed=5), path, 96, finish=True)
     detector = YoloDetector.from_file(path, confidence=LOW_CONFIDENCE)
     assert detector.names == names and detector.task == "detect" and not detector.has_masks
     detections = detector.detect(portrait)

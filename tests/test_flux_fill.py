@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from photos import astronaut
-from photos import png_bytes as png
 from safetensors.torch import save_file
 
 from engine.flux.fill import fill_conditioning, packed_mask
@@ -20,6 +18,8 @@ from engine.models.fill import find_fill, load_fill
 from engine.models.tiny import build_tiny_fill
 from engine.recipe import ModelParams
 from engine.stages.base import encode_pixels
+from photos import astronaut
+from photos import png_bytes as png
 from tests.conftest import fresh_tiny_engine
 from tests.test_refine_engine import refine
 

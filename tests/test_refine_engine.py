@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from photos import astronaut
-from photos import png_bytes as png
 from PIL import Image
 
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json
+from photos import astronaut
+from photos import png_bytes as png
 from tests.conftest import fresh_tiny_engine
 
 

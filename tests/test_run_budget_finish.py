@@ -7,8 +7,6 @@ import dataclasses
 import json
 
 import pytest
-from photos import astronaut
-from photos import png_bytes as png
 
 from engine.budget import DeviceProfile, FluxShape, RunBudget, flux_flops
 from engine.budget_finish import (
@@ -20,6 +18,8 @@ from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json
 from engine.recipe_refine import DetailerParams
 from engine.run_guard import OverBudget
+from photos import astronaut
+from photos import png_bytes as png
 from tests.test_run_budget import tiny
 
 FLUX = FluxShape(params=11.9e9, hidden=3072, heads=24, blocks=57, text_tokens=512)
