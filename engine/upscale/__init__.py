@@ -1,0 +1,1 @@
+"""Upscaling: trained upscale models (spandrel), Ultimate SD Upscale over Flux, the captioner."""
