@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 
 from engine.fields import bounded, choice, file_ref, items, text
 from engine.input_limits import DIGEST, MAX_PROMPT_CHARS, PLAIN_NAME, RELATIVE_NAME
+from engine.recipe_lora import MAX_SEED, SAMPLERS, SCHEDULERS, LoraSlot
 from engine.recipe_refine import RefineParams
+from engine.recipe_upscale import UpscaleParams
 
-SCHEMA_VERSION = 2  # 2: one Refine detailer per region (engine/recipe_refine.py)
-# Seeds stay below 2**53 so that a browser (JavaScript numbers) never rounds them.
-MAX_SEED = 2**53 - 1
+# 2: one Refine detailer per region (engine/recipe_refine.py); 3: two Upscale passes and the
+# captioner (engine/recipe_upscale.py)
+SCHEMA_VERSION = 3
 
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
-SAMPLERS = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_sde")
-SCHEDULERS = ("simple", "sgm_uniform", "beta", "karras", "exponential")
 # ReduxAdvanced's choices as stable ids; "nearest_exact" is torch's "nearest-exact".
 DOWNSAMPLING_FUNCTIONS = ("nearest", "bilinear", "bicubic", "area", "nearest_exact")
 REDUX_IMAGE_MODES = ("center_crop", "keep_aspect")
@@ -75,17 +75,6 @@ class ReduxParams:
     prompt_balance: float = bounded(0.5, 0.0, 1.0, 0.01)
     advanced1: ReduxAdvancedParams = field(default_factory=ReduxAdvancedParams)
     advanced2: ReduxAdvancedParams = field(default_factory=ReduxAdvancedParams)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoraSlot:
-    """One slot of the LoRA stack (Power LoRA Loader)."""
-
-    file: str = file_ref(RELATIVE_NAME)
-    strength_model: float = bounded(1.0, -4.0, 4.0, 0.01)
-    strength_clip: float = bounded(1.0, -4.0, 4.0, 0.01)
-    enabled: bool = True
-    trigger: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,27 +198,6 @@ class ExpressionParams:
         "OnlyExpression", ("OnlyExpression", "OnlyRotation", "OnlyMouth", "OnlyEyes", "All")
     )
     crop_factor: float = bounded(1.7, 1.5, 2.5, 0.05)
-
-
-@dataclass(frozen=True, kw_only=True)
-class UpscaleParams:
-    """Groups 8-9: model upscale + Ultimate SD Upscale tiled refinement (specs §6)."""
-
-    enabled: bool = False
-    model: str = file_ref(RELATIVE_NAME)
-    upscale_by: float = bounded(2.0, 1.0, 8.0, 0.05)
-    denoise: float = bounded(0.25, 0.0, 1.0, 0.01)
-    steps: int = bounded(15, 1, 100, 1)
-    tile_width: int = bounded(1024, 256, 4096, 64)
-    tile_height: int = bounded(1024, 256, 4096, 64)
-    mask_blur: int = bounded(8, 0, 128, 1)
-    tile_padding: int = bounded(32, 0, 512, 8)
-    mode: str = choice("linear", ("linear", "chess", "none"))
-    seam_fix: str = choice("none", ("none", "band_pass", "half_tile", "half_tile_intersections"))
-    seam_fix_denoise: float = bounded(1.0, 0.0, 1.0, 0.01)
-    seam_fix_width: int = bounded(64, 0, 512, 8)
-    seam_fix_mask_blur: int = bounded(8, 0, 128, 1)
-    seam_fix_padding: int = bounded(16, 0, 512, 8)
 
 
 @dataclass(frozen=True, kw_only=True)

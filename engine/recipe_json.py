@@ -13,10 +13,14 @@ from engine.fields import bounds_of, choices_of, max_length_of, name_kind_of
 from engine.input_limits import EMPTY_RECIPE_HINT, check_name, check_text, parse_json_document
 from engine.recipe import SCHEMA_VERSION, Recipe
 from engine.recipe_refine import migrate_refine_v1
+from engine.recipe_upscale import migrate_upscale_v2
 
 # Migrations from version N to N+1, applied in order to older documents.
 # version -> the step that turns a recipe of that version into the next one
-MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {1: migrate_refine_v1}
+MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {
+    1: migrate_refine_v1,
+    2: migrate_upscale_v2,
+}
 MAX_LISTED = 20  # problems listed in one message; the rest are counted
 
 
