@@ -28,7 +28,6 @@ from engine.models.memory import peak_gb, reset_peak
 from engine.models.precision import pick_device
 from engine.outputs import save_outputs, write_over
 from engine.recipe import ModelParams, Recipe
-from engine.recipe_refine import REFINE_REGIONS
 from engine.redux.models import ReduxConfig, ReduxModelManager
 from engine.refine.models import RefineModels
 from engine.refine.result import RefinedImages, images_of
@@ -37,26 +36,15 @@ from engine.runtypes import CancelToken, Progress, ProgressFn, RunReport
 from engine.settled_writer import SettledWriter
 from engine.sizes import size_notes
 from engine.stage_images import StageImages
-from engine.stages.base import BaseStage
-from engine.stages.color import ColorStage
-from engine.stages.decode import DecodeStage
-from engine.stages.expression import ExpressionStage
-from engine.stages.expression_driving import ExpressionDrivingStage
-from engine.stages.expression_face import ExpressionFaceStage
-from engine.stages.image import ImageStage
-from engine.stages.latent import LatentStage
-from engine.stages.redux import ReduxStage
-from engine.stages.refine import REFINE_STAGES, RefineRegionStage
-from engine.stages.refine_chin import RefineChinStage
-from engine.stages.text import TextStage
-from engine.stages.vision import VisionStage
-from engine.support import check_supported, unsupported_features, usage_notes
+from engine.stage_list import FINAL_STAGE, IMAGE_STAGES, build_stages
+from engine.stages.refine import REFINE_STAGES
+from engine.stages.upscale_caption import CAPTION_STAGE, Captions
+from engine.support import usage_notes
+from engine.upscale.models import UpscaleModels, UpscaleModelsConfig
 from engine.warmup import WarmUp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LUTS = REPO_ROOT / "assets" / "luts"
-IMAGE_STAGES = ("image", "decode", "expression", *REFINE_STAGES, "refine_chin", "color")
-FINAL_STAGE = "color"
 
 
 @dataclass(frozen=True)
@@ -132,11 +120,12 @@ class Engine:
             ExpressionConfig(config.models.models_dir, config.models.tiny, config.models.device)
         )
         self.refine_models = RefineModels(config.models.models_dir, str(self.device))
-        stages = [TextStage(), VisionStage(), ReduxStage(), BaseStage(), LatentStage()]
-        refine = [*(RefineRegionStage(region) for region in REFINE_REGIONS), RefineChinStage()]
-        post = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage(), *refine]
-        post.append(ColorStage())
-        self.graph = StageGraph([*stages, DecodeStage(), ImageStage(), *post], self.cache)
+        self.upscale_models = UpscaleModels(
+            UpscaleModelsConfig(
+                config.models.models_dir, str(self.device), config.models.tiny, config.data_dir
+            )
+        )
+        self.graph = StageGraph(build_stages(), self.cache)
         self._diffusion: bool | None = None
         self._lock = threading.Lock()
         self.warmup = WarmUp()
@@ -161,7 +150,6 @@ class Engine:
     ) -> RunResult:
         """Render a recipe, re-running only the stages whose inputs changed; PNGs go to
         `outputs_dir` (default: the configured outputs folder)."""
-        check_supported(recipe)
         notes = size_notes(recipe.prompt) + self._prompt_notes(recipe) if _generates(recipe) else []
         report = RunReport(notes=notes + usage_notes(recipe))
         scope = RunScope(self, recipe.model)
@@ -178,6 +166,7 @@ class Engine:
             report.notes.append(f"Estimated before the run: {found.short()}")
         self._note_peak(report)
         _collect_detections(report, artifacts)
+        _collect_caption(report, artifacts)
         images = tensor_to_pil(images_of(artifacts["__final__"]))
         label = scope.flux_files().label if _generates(recipe) else ""
         folder = outputs_dir or self.config.outputs_dir
@@ -190,7 +179,7 @@ class Engine:
 
     def _check_budget(self, recipe: Recipe, scope: RunScope) -> RunEstimate | None:
         """Refuse a render over the run budget before its heavy stages start."""
-        if not (_generates(recipe) or _refines(recipe)):
+        if not (_generates(recipe) or _finishes_with_flux(recipe)):
             return None  # an upload's expression edit alone needs no Flux
         pending = self.graph.pending(recipe, scope, FINAL_STAGE)
         if not pending & set(HEAVY_STAGES):
@@ -251,10 +240,6 @@ class Engine:
         """A stored upload by its digest (InputError when the store does not have it)."""
         return self.images.load(digest)
 
-    def unsupported(self, recipe: Recipe) -> list[str]:
-        """Features the recipe switches on that this engine cannot render yet (empty: fine)."""
-        return unsupported_features(recipe)
-
     def read_recipe_file(self, path: Path) -> Recipe:
         return read_recipe_file(path)
 
@@ -284,6 +269,7 @@ class Engine:
             self.redux_models.describe(),
             self.expression_models.describe(),
             self.refine_models.describe(),
+            self.upscale_models.describe(),
             self.warmup.describe(),
         ]
         return "\n\n".join(part for part in parts if part)
@@ -297,6 +283,14 @@ class Engine:
         fill = self.models.fill_spec()
         found = f"FLUX.1 Fill: {fill.label}." if fill else f"No FLUX.1 Fill. {HOW_TO_GET_FILL}"
         return f"{self.refine_models.describe()} {found}"
+
+    def upscale_status(self) -> str:
+        """The upscale models found and the captioner found (or where to put it)."""
+        return self.upscale_models.describe()
+
+    def list_upscalers(self) -> list[str]:
+        """Upscale model files under <models>/upscale_models/ (empty without a models folder)."""
+        return self.upscale_models.list_upscalers()
 
     def list_detectors(self) -> list[str]:
         """Detector files under <models>/ultralytics/ (bbox/, segm/, the folder itself)."""
@@ -339,10 +333,19 @@ def _collect_detections(report: RunReport, artifacts: dict) -> None:
             report.detections[name] = value.detections
 
 
-def _refines(recipe: Recipe) -> bool:
-    """Whether a Refine pass (detailer or chin) will sample with Flux."""
+def _collect_caption(report: RunReport, artifacts: dict) -> None:
+    """The captioner's text (one paragraph per batch image), whether it ran now or came from
+    the cache."""
+    value = artifacts.get(CAPTION_STAGE)
+    if isinstance(value, Captions):
+        report.caption = value.text()
+
+
+def _finishes_with_flux(recipe: Recipe) -> bool:
+    """Whether a Refine pass (detailer or chin) or an Upscale pass will sample with Flux."""
     refine = recipe.refine
-    return bool(refine.active_regions()) or (refine.enabled and refine.chin.enabled)
+    chin = refine.enabled and refine.chin.enabled
+    return bool(refine.active_regions()) or chin or bool(recipe.upscale.active_passes())
 
 
 def _generates(recipe: Recipe) -> bool:

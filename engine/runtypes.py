@@ -51,6 +51,7 @@ class RunReport:
     total_ms: float = 0.0
     # Refine stage -> per batch image -> {"label", "box": [x1, y1, x2, y2], "score"}
     detections: dict[str, list[list[dict]]] = field(default_factory=dict)
+    caption: str = ""  # the captioner's text, one paragraph per batch image ("" when off)
 
     @property
     def ran_names(self) -> list[str]:
@@ -75,5 +76,6 @@ class RunReport:
             "notes": list(self.notes),
             "counters": dict(self.counters),
             "detections": dict(self.detections),
+            "caption": self.caption,
             "total_ms": round(self.total_ms, 3),
         }

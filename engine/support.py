@@ -1,32 +1,10 @@
-"""Which recipe features this build of the engine can render; the rest are refused clearly."""
+"""Settings that are valid but have no effect as combined: said in the report, never silently
+dropped."""
 
 from __future__ import annotations
 
-from engine.errors import NotAvailableError
 from engine.lora.library import strength_warning
 from engine.recipe import Recipe
-
-
-def unsupported_features(recipe: Recipe) -> list[str]:
-    """Human names of the features a recipe switches on that have no stage yet."""
-    post = [
-        (recipe.upscale.enabled, "Upscale (upscale.enabled)"),
-    ]
-    diffusion = []
-    # An uploaded image skips diffusion: only the post stages apply to it.
-    checks = post if recipe.source.kind == "image" else diffusion + post
-    return [name for on, name in checks if on]
-
-
-def check_supported(recipe: Recipe) -> None:
-    """Raise NotAvailableError naming every feature the engine cannot render yet."""
-    missing = unsupported_features(recipe)
-    if missing:
-        raise NotAvailableError(
-            "This version of the studio cannot render yet: "
-            + "; ".join(missing)
-            + ". Switch them off (or load the recipe in a newer version)."
-        )
 
 
 def usage_notes(recipe: Recipe) -> list[str]:
@@ -43,4 +21,21 @@ def usage_notes(recipe: Recipe) -> list[str]:
         notes.append(warning)
     if recipe.source.kind == "generate" and recipe.settings.denoise < 1.0:
         notes.append("Denoise below 1 applies to img2img only; text-to-image uses 1.")
-    return notes
+    return notes + upscale_notes(recipe)
+
+
+def upscale_notes(recipe: Recipe) -> list[str]:
+    """Upscale settings that do nothing as combined."""
+    upscale = recipe.upscale
+    if not upscale.enabled:
+        return []
+    if not upscale.active_passes():
+        return ["The Upscale tab is on but both passes are off: nothing is upscaled."]
+    first, caption = upscale.first, upscale.caption
+    if not (caption.enabled and "first" in upscale.active_passes()):
+        return []
+    if first.mode == "none" and first.seam_fix == "none":
+        return ["The captioner runs only when Upscale 1 samples (redraw or seam fix on)."]
+    if first.prompt.strip():
+        return ["Upscale 1 has its own prompt: the caption is shown but not used as its prompt."]
+    return []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine, EngineConfig
-from engine.errors import InputError, ModelNotFoundError, NotAvailableError
+from engine.errors import InputError, ModelNotFoundError
 from engine.models.manager import ModelConfig
 from engine.recipe import Recipe
 from engine.recipe_json import recipe_to_json, set_path
@@ -127,11 +127,6 @@ def test_missing_models_name_the_places_searched(tmp_path):
     with pytest.raises(ModelNotFoundError) as info:
         engine.run(small())
     assert str(tmp_path / "models") in str(info.value)
-
-
-def test_unimplemented_features_are_refused_not_ignored(engine):
-    with pytest.raises(NotAvailableError, match="Upscale"):
-        engine.run(small(**{"upscale.enabled": True}), save=False)
 
 
 def test_cancel_stops_a_render(engine):

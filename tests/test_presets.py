@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import FRECKLES, SKIN, StudioPage, build_studio_page
-from engine.errors import NotAvailableError, StudioError
+from engine.errors import StudioError
 from engine.recipe import MAX_SEED, Recipe
 from engine.recipe_json import recipe_from_dict
 from studio.golden_seeds import GoldenSeeds, GoldenSeedsError
@@ -195,17 +195,13 @@ def test_a_lora_file_is_found_by_name_or_alone_in_a_subfolder() -> None:
 
 
 def test_every_preset_renders_on_the_tiny_engine(tiny_engine: Any) -> None:
-    """At 64² and 3 steps so that it is quick; a feature this engine lacks may be refused."""
+    """At 64² and 3 steps so that it is quick."""
     quick = {"prompt": {"width": 64, "height": 64}, "settings": {"steps": 3}}
     files = tiny_engine.list_loras()
     for preset in load_presets().presets:
         applied = preset.apply_checked(tiny_engine.default_recipe(), files)
         recipe = recipe_from_dict(quick, applied.recipe)
-        try:
-            result = tiny_engine.run(recipe, save=False)
-        except NotAvailableError as exc:
-            assert "cannot render yet" in str(exc), preset.id
-            continue
+        result = tiny_engine.run(recipe, save=False)
         assert result.images[0].size == (64, 64), preset.id
 
 

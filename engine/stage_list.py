@@ -1,0 +1,46 @@
+"""The pipeline's stages in their order, and which of them hand on images.
+
+conditioning -> base -> latent -> decode (or an upload) -> expression -> refine -> captioner
+-> Upscale 1 -> Upscale final -> color.
+"""
+
+from __future__ import annotations
+
+from engine.graph import Stage
+from engine.recipe_refine import REFINE_REGIONS
+from engine.stages.base import BaseStage
+from engine.stages.color import ColorStage
+from engine.stages.decode import DecodeStage
+from engine.stages.expression import ExpressionStage
+from engine.stages.expression_driving import ExpressionDrivingStage
+from engine.stages.expression_face import ExpressionFaceStage
+from engine.stages.image import ImageStage
+from engine.stages.latent import LatentStage
+from engine.stages.redux import ReduxStage
+from engine.stages.refine import REFINE_STAGES, RefineRegionStage
+from engine.stages.refine_chin import RefineChinStage
+from engine.stages.text import TextStage
+from engine.stages.upscale import UPSCALE_STAGES, build_upscale_stages
+from engine.stages.upscale_caption import CaptionStage
+from engine.stages.vision import VisionStage
+
+IMAGE_STAGES = (
+    "image",
+    "decode",
+    "expression",
+    *REFINE_STAGES,
+    "refine_chin",
+    *UPSCALE_STAGES,
+    "color",
+)
+FINAL_STAGE = "color"
+
+
+def build_stages() -> list[Stage]:
+    """Every stage, in pipeline order (the run report lists them in this order)."""
+    conditioning = [TextStage(), VisionStage(), ReduxStage()]
+    sampling = [BaseStage(), LatentStage(), DecodeStage(), ImageStage()]
+    expression = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage()]
+    refine = [*(RefineRegionStage(region) for region in REFINE_REGIONS), RefineChinStage()]
+    upscale = [CaptionStage(), *build_upscale_stages()]
+    return [*conditioning, *sampling, *expression, *refine, *upscale, ColorStage()]
