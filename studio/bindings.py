@@ -16,6 +16,7 @@ from studio.binding_row import Binding
 from studio.bindings_expression import EXPRESSION_BINDINGS
 from studio.bindings_redux import REDUX_BINDINGS
 from studio.bindings_refine import REFINE_BINDINGS
+from studio.bindings_upscale import UPSCALE_BINDINGS
 
 BINDINGS: tuple[Binding, ...] = (
     *REDUX_BINDINGS,
@@ -255,6 +256,7 @@ BINDINGS: tuple[Binding, ...] = (
     ),
     *EXPRESSION_BINDINGS,
     *REFINE_BINDINGS,
+    *UPSCALE_BINDINGS,
     # Color (suite group 10): pure RGB work, never re-runs diffusion.
     Binding(
         "color.enabled",

@@ -14,11 +14,23 @@ from studio.controls import Controls
 from studio.expression_callbacks import ExpressionCallbacks
 from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
 from studio.golden_seeds import GoldenSeeds
-from studio.panels import color, expression, latent, prompt, redux, refine, results, settings
+from studio.panels import (
+    color,
+    expression,
+    latent,
+    loras,
+    prompt,
+    redux,
+    refine,
+    results,
+    settings,
+    upscale,
+)
 from studio.presets import load_presets
 from studio.refine_callbacks import RefineCallbacks
 from studio.results_callbacks import ResultsCallbacks
 from studio.session import Session
+from studio.upscale_callbacks import UpscaleCallbacks
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
 # Renders share the GPU: one at a time, API and buttons alike.
@@ -69,6 +81,11 @@ def build_ui(engine: Any) -> gr.Blocks:
                         details = refine.build_refine_tab(
                             controls, recipe, engine.list_detectors(), engine.refine_status()
                         )
+                    with gr.Tab(upscale.TITLE, id="upscale", elem_id="ps-tab-upscale"):
+                        enlarge = upscale.build_upscale_tab(
+                            controls, recipe, upscale.list_upscalers(engine),
+                            loras.list_loras(engine), upscale.upscale_status(engine),
+                        )  # fmt: skip
                     with gr.Tab(color.TITLE, id="color", elem_id="ps-tab-color"):
                         upload = color.build_color_tab(controls, recipe, engine.list_luts())
             with gr.Column(scale=6, min_width=420, elem_id="ps-results"):
@@ -86,6 +103,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         )
         faces_callbacks = ExpressionCallbacks(callbacks, faces, expressions)
         details_callbacks = RefineCallbacks(callbacks, details)
+        enlarge_callbacks = UpscaleCallbacks(callbacks, enlarge)
         rendered = _wire_render(callbacks, generate, stop)
         demo.unload(callbacks.disconnected)  # a closed tab stops its render
         _wire_color(callbacks)
@@ -94,6 +112,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         _wire_source(callbacks)
         faces_callbacks.wire(after_render=rendered)
         details_callbacks.wire(after_render=rendered)
+        enlarge_callbacks.wire(after_render=rendered)
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.recipe import Recipe
 from engine.recipe_json import field_paths, get_path
-from studio.bindings import BINDINGS, LORAS, Binding
+from studio.bindings import BINDINGS, LORAS, LORAS_LABEL, Binding
+from studio.bindings_upscale import FINAL_LORAS
 
 if TYPE_CHECKING:
     from studio.presets import AppliedPreset
@@ -31,6 +32,9 @@ SECTION_NAMES = {
     "color": "Color",
 }
 LONG_TEXT = 40  # characters: a longer text value is named, never quoted
+# LoRA stacks: what one of their slots is called, and the whole stack.
+SLOT_NAMES = {LORAS: "LoRA slot", FINAL_LORAS: "Upscale final LoRA slot"}
+STACK_NAMES = {LORAS: LORAS_LABEL, FINAL_LORAS: "Upscale final LoRA stack"}
 
 
 @cache
@@ -96,14 +100,14 @@ def _strengths(slot: Any) -> str:
     return f"model {slot.strength_model:g}, CLIP {slot.strength_clip:g}"
 
 
-def slot_text(number: int, slot: Any) -> str:
+def slot_text(number: int, slot: Any, name: str = SLOT_NAMES[LORAS]) -> str:
     """One LoRA slot in full: 'LoRA slot 1 x.safetensors (model 0.75, CLIP 0.75, on)'."""
     trigger = f", trigger words {slot.trigger}" if slot.trigger else ""
     state = "on" if slot.enabled else "off"
-    return f"LoRA slot {number} {slot.file} ({_strengths(slot)}, {state}{trigger})"
+    return f"{name} {number} {slot.file} ({_strengths(slot)}, {state}{trigger})"
 
 
-def lora_changes(old: tuple, new: tuple) -> list[str]:
+def lora_changes(old: tuple, new: tuple, name: str = SLOT_NAMES[LORAS]) -> list[str]:
     """Each LoRA slot that differs, by slot number."""
     out = []
     for i in range(max(len(old), len(new))):
@@ -111,11 +115,11 @@ def lora_changes(old: tuple, new: tuple) -> list[str]:
         if a == b:
             continue
         if b is None:
-            out.append(f"LoRA slot {i + 1} {a.file} removed")
+            out.append(f"{name} {i + 1} {a.file} removed")
         elif a is None or a.file != b.file:
-            out.append(slot_text(i + 1, b))
+            out.append(slot_text(i + 1, b, name))
         else:
-            out.append(f"LoRA slot {i + 1} {b.file}: " + ", ".join(_slot_diffs(a, b)))
+            out.append(f"{name} {i + 1} {b.file}: " + ", ".join(_slot_diffs(a, b)))
     return out
 
 
@@ -134,8 +138,8 @@ def _slot_diffs(a: Any, b: Any) -> list[str]:
 
 def change_text(path: str, old: Any, new: Any) -> list[str]:
     """How one changed field is named: 'Steps 25 → 10', 'Negative prompt set', LoRA slots."""
-    if path == LORAS:
-        return lora_changes(old, new)
+    if path in SLOT_NAMES:
+        return lora_changes(old, new, SLOT_NAMES[path])
     label = field_label(path)
     if _is_long_text(path, old) or _is_long_text(path, new):
         return [f"{label} {'set' if not old else 'cleared' if not new else 'replaced'}"]
@@ -144,8 +148,9 @@ def change_text(path: str, old: Any, new: Any) -> list[str]:
 
 def setting_text(path: str, value: Any) -> list[str]:
     """How one field a preset sets is named, with its value: 'Steps 10'."""
-    if path == LORAS:
-        return [slot_text(n, s) for n, s in enumerate(value, start=1)] or ["LoRA stack empty"]
+    if path in SLOT_NAMES:
+        slots = [slot_text(n, s, SLOT_NAMES[path]) for n, s in enumerate(value, start=1)]
+        return slots or [f"{STACK_NAMES[path]} empty"]
     if _is_long_text(path, value):
         return [f"{field_label(path)} ({'its own text' if value else 'empty'})"]
     return [f"{field_label(path)} {format_value(path, value)}"]

@@ -256,7 +256,7 @@ def test_every_bound_field_is_on_the_page_in_the_suite_s_tab_order(tiny_engine: 
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
     assert tabs == [
         "Redux blend", "Size / LoRA / Prompt", "Settings", "Latent", "Expression", "Refine",
-        "Color",
+        "Upscale", "Color",
     ]  # fmt: skip
     assert {"ps-expr-preset", "ps-expr-apply", "ps-expression-ab", "ps-expr-upload"} <= ids
     groups = ("face", "eyes", "hands", "hair", "skin", "chin", "identity", "models")
