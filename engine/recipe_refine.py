@@ -14,6 +14,7 @@ from engine.input_limits import DIGEST, MAX_PROMPT_CHARS, RELATIVE_NAME
 
 REFINE_REGIONS = ("face", "eyes", "hands", "hair", "skin")
 GUIDE_SIZE_FOR = ("bbox", "crop_region")
+JAW_MASK_SOURCES = ("landmarks", "text")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +49,16 @@ class DetailerParams:
 
 @dataclass(frozen=True, kw_only=True)
 class ChinParams:
-    """The chin optimiser: the jaw masked from landmarks, cropped, rendered at size² and
-    stitched back (InpaintCropAndStitch). Defaults from seed 000 §8.1: denoise 1 inside the
-    pass, 6 px mask expansion, context extend factor 1.26, a 1024² render."""
+    """The chin optimiser: the jaw masked from landmarks (or found by GroundingDINO from a text
+    prompt and shaped by SAM, as the suite's GroundingDinoSAMSegment does), cropped,
+    rendered at size² and stitched back (InpaintCropAndStitch). Defaults from seed 000
+    §8.1: denoise 1 inside the pass, 6 px mask expansion, context extend factor 1.26, a
+    1024² render, text threshold 0.30."""
 
     enabled: bool = False
+    mask_source: str = choice("landmarks", JAW_MASK_SOURCES)
+    text_prompt: str = text("chin", 200)
+    text_threshold: float = bounded(0.3, 0.0, 1.0, 0.01)
     prompt: str = text("", MAX_PROMPT_CHARS)
     denoise: float = bounded(1.0, 0.0, 1.0, 0.01)
     steps: int = bounded(20, 1, 100, 1)

@@ -153,6 +153,24 @@ CHIN_BINDINGS: tuple[Binding, ...] = (
         "stitches it back (InpaintCropAndStitch). The extra crop doubles the memory used.",
     ),
     Binding(
+        "refine.chin.mask_source",
+        "Jaw mask from",
+        "The face's 68 landmarks (always available), or a text prompt found by GroundingDINO "
+        "(grounding-dino/ in the models folder) and shaped by SAM, as in the suite.",
+        widget="radio",
+        labels=(("Landmarks", "landmarks"), ("Text prompt", "text")),
+    ),
+    Binding(
+        "refine.chin.text_prompt",
+        "Find",
+        "What GroundingDINO looks for when the jaw mask comes from text ('chin', 'jawline').",
+    ),
+    Binding(
+        "refine.chin.text_threshold",
+        "Text threshold",
+        "GroundingDINO's box threshold (suite: 0.30); lower finds more.",
+    ),
+    Binding(
         "refine.chin.prompt",
         "Chin prompt",
         "Added after the main prompt for the chin pass only ('defined jawline').",

@@ -1,4 +1,4 @@
-"""The chin optimiser (seed 000 §8.1): the jaw of each face masked from dlib's 68 points,
+"""The chin optimiser (seed 000 §8.1): the jaw of each face (masked by engine/refine/jaw.py)
 cut out with InpaintCropImproved's rules at size² (context extend factor 1.26, 6 px mask
 expansion, blend pixels), re-rendered by Flux through the crop's mask (denoise 1 inside the
 pass), and stitched back with InpaintStitchImproved's blend."""
@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 
 from engine.faces.crop_stitch import CropParams, crop_for_inpaint, stitch
-from engine.faces.landmarks import region_mask
 from engine.flux.fill import fill_conditioning
 from engine.flux.inpaint import NoiseMask
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
@@ -35,11 +33,6 @@ def chin_settings(base: SettingsParams, chin: ChinParams) -> SettingsParams:
     """The main sampler and scheduler with the chin pass's steps, denoise and guidance."""
     region = DetailerParams(steps=chin.steps, denoise=chin.denoise, guidance=chin.guidance)
     return detailer_settings(base, region)
-
-
-def jaw_mask(points: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """The jaw and chin of one face as a float (H, W) mask."""
-    return torch.from_numpy(region_mask(points, "jaw", height, width).astype(np.float32))
 
 
 def refine_chin(

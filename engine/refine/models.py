@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.faces.grounding import GroundingDino, find_grounding_dino
 from engine.faces.identity import (
     IdentityEncoder,
     describe_identity,
@@ -97,6 +98,19 @@ class RefineModels:
             "sam", sam_identity(path), lambda: SamSegmenter.from_file(path, self.device)
         )
 
+    def grounding_identity(self) -> str:
+        found = find_grounding_dino(self.models_dir)
+        return found.identity if found is not None else ""
+
+    def grounding(self) -> GroundingDino | None:
+        """The warm GroundingDINO for text-prompted masks, or None without one."""
+        found = find_grounding_dino(self.models_dir)
+        if found is None:
+            return None
+        return self._get(
+            "grounding", found.identity, lambda: GroundingDino.load(found, self.device)
+        )
+
     def identity_identity(self) -> str:
         return identity_encoder_identity(self.models_dir)
 
@@ -118,4 +132,11 @@ class RefineModels:
         return (
             "Refine detectors — " + "; ".join(lines) + ". "
             + describe_sam(self.models_dir) + " " + describe_identity(self.models_dir)
+            + " " + self._describe_grounding()
         )  # fmt: skip
+
+    def _describe_grounding(self) -> str:
+        found = find_grounding_dino(self.models_dir)
+        if found is None:
+            return "No GroundingDINO (grounding-dino/): the chin's jaw comes from landmarks."
+        return f"GroundingDINO for text-prompted jaw masks: {found.label}."

@@ -1,5 +1,5 @@
 """The chin pass, after the region detailers: for each face, its jaw masked from the 68
-landmarks, re-rendered at size² and stitched back (engine/refine/chin.py); the identity guard
+landmarks or a GroundingDINO text prompt (engine/refine/jaw.py), re-rendered at size² and stitched back (engine/refine/chin.py); the identity guard
 compares each face before and after."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from engine.graph import StageContext
 from engine.lora import LoraParams
 from engine.recipe import Recipe, SettingsParams
 from engine.recipe_refine import ChinParams, IdentityGuardParams
-from engine.refine.chin import chin_settings, jaw_mask, refine_chin
+from engine.refine.chin import chin_settings, refine_chin
 from engine.refine.identity_guard import check_face, guard_note, to_uint8
+from engine.refine.jaw import JawMasks
 from engine.refine.models import refine_models
 from engine.refine.result import RefinedImages, images_of
 from engine.stages.base import conditioning
@@ -35,6 +36,7 @@ class ChinStageParams:
     guard: IdentityGuardParams | None
     identity_backend: str
     fill: str = ""  # the FLUX.1 Fill file's identity when the chin pass uses it
+    jaw: str = ""  # GroundingDINO's and SAM's identities when the jaw mask comes from text
 
 
 class RefineChinStage:
@@ -61,6 +63,7 @@ class RefineChinStage:
             stack.stage_params(slots, "transformer"), models.source("face").identity,
             guard, models.identity_identity() if guard else "",
             env.fill_identity() if chin.fill_model else "",
+            _jaw_identity(models) if chin.mask_source == "text" else "",
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: ChinStageParams, upstream: dict) -> RefinedImages:
@@ -70,6 +73,7 @@ class RefineChinStage:
         cond = region_conditioning(bundle, conditioning(upstream), p.prompt)
         models = refine_models(ctx.services)
         fill = fill_model(ctx, "chin", p.chin.fill_model, p.fill)
+        jaws = JawMasks(models, p.chin, ctx.note)
         out, found = [], []
         for index, image in enumerate(images):
             rgb = to_uint8(image.permute(1, 2, 0).float().cpu().numpy())
@@ -77,10 +81,9 @@ class RefineChinStage:
             if not faces:
                 ctx.note(f"Chin pass: no face found in image {index + 1}; left as it was.")
             current, checks = image[None].float().cpu(), []
-            for number, face in enumerate(faces):
+            masks = jaws.for_image(rgb, [face.box for face in faces])
+            for number, (face, mask) in enumerate(zip(faces, masks, strict=True)):
                 ctx.step(self.name, number, len(faces), f"re-rendering chin {number + 1}")
-                points = models.landmarks().predict(rgb, face.box)
-                mask = jaw_mask(points, *rgb.shape[:2])
                 seed = p.seed + index + number
                 after = refine_chin(
                     ctx, self.name, bundle, cond, current, mask, p.chin, p.settings, seed, fill
@@ -102,6 +105,10 @@ class RefineChinStage:
         assert p.guard is not None
         pixels = [t[0].permute(1, 2, 0).numpy() for t in (before, after)]
         return check_face(models.identity_encoder(), p.guard, label, box, *pixels, None)
+
+
+def _jaw_identity(models) -> str:
+    return f"{models.grounding_identity()}|{models.sam_identity()}"
 
 
 def _box(box: FaceBox, label: str) -> dict:

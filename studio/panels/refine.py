@@ -45,6 +45,7 @@ REGION_ROWS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("", (("force_inpaint", "cycles", "fill_model"),)),
 )
 CHIN_ROWS = (
+    ("mask_source", "text_prompt", "text_threshold"),
     ("denoise", "steps", "guidance"),
     ("size", "mask_expand"),
     ("context_factor", "blend_pixels", "fill_model"),
