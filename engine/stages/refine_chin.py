@@ -1,6 +1,7 @@
 """The chin pass, after the region detailers: for each face, its jaw masked from the 68
-landmarks or a GroundingDINO text prompt (engine/refine/jaw.py), re-rendered at size² and stitched back (engine/refine/chin.py); the identity guard
-compares each face before and after."""
+landmarks or a GroundingDINO text prompt (engine/refine/jaw.py), re-rendered at size² and
+stitched back (engine/refine/chin.py); the identity guard compares each face before and
+after."""
 
 from __future__ import annotations
 
