@@ -32,4 +32,5 @@ bench lora_switch 45 bench/lora_switch.py --device cuda --heads 24 --runs 5
 bench regrade 45 bench/regrade.py --runs 5
 bench expression 120 bench/expression.py --moves 20
 bench refine 180 bench/refine.py
+bench upscale 120 bench/upscale.py
 "$py" bench/gpu_table.py "$out"

@@ -1,6 +1,6 @@
 """One Markdown table of every GPU figure that bench/gpu.sh collected, for BENCHMARKS.md.
 
-Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch,expression,refine}.json
+Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch,expression,refine,upscale}.json
 (flux_speed.partial.json when the run was cut short), prints the table and writes it to
 <dir>/gpu-<GPU name>.md.
 Run: python bench/gpu_table.py bench/results
@@ -62,7 +62,11 @@ def memory_rows(memory: dict) -> list[str]:
 
 
 def other_rows(
-    regrade: dict | None, lora: dict | None, face: dict | None = None, refine: dict | None = None
+    regrade: dict | None,
+    lora: dict | None,
+    face: dict | None = None,
+    refine: dict | None = None,
+    upscale: dict | None = None,
 ) -> list[str]:
     rows = ["| benchmark | figure |", "|---|---|"]
     if face:
@@ -76,6 +80,8 @@ def other_rows(
             f"{refine['tab_s']:.2f} s (one-region change {refine['change']['s']:.2f} s, "
             f"peak {refine['peak_memory_gb']:.1f} GB) |"
         )
+    if upscale:
+        rows.append(upscale_row(upscale))
     if regrade and "cuda" in regrade:
         gpu, cpu = regrade["cuda"], regrade["cpu"]
         rows.append(f"| colour re-grade {regrade['size']}² (GPU) | {gpu['regrade_ms']:.1f} ms |")
@@ -88,6 +94,20 @@ def other_rows(
             f"({lora['ratio']:.1%}) |"
         )
     return rows
+
+
+def upscale_row(up: dict) -> str:
+    """Upscale 1's parts next to one untiled img2img of the target."""
+    parts, (width, height) = up["parts"], up["target"]
+    return (
+        f"| Upscale 1 {up['size']}² → {width}×{height}, {up['redraw_jobs']['count']} tiles of "
+        f"{up['tile']} + {up['seam_jobs']['count']} {up['seam_fix']} seams, {up['steps']} steps "
+        f"at {up['denoise']:g} | model upscale {parts['model_upscale']['s']:.2f} s, tiles "
+        f"{parts['tiles']['s']:.2f} s, seams {parts['seams']['s']:.2f} s vs untiled "
+        f"{parts['untiled']['s']:.2f} s (tiles / untiled {up['ratios']['tiles/untiled']:.2f}, "
+        f"estimate {up['estimate']['ratios']['tiles/untiled']:.2f}; peak "
+        f"{up['peak_memory_gb']:.1f} GB) |"
+    )
 
 
 def table(folder: Path) -> tuple[str, str]:
@@ -112,6 +132,7 @@ def table(folder: Path) -> tuple[str, str]:
         load(folder, "lora_switch"),
         load(folder, "expression"),
         load(folder, "refine"),
+        load(folder, "upscale"),
     )
     return device, "\n".join(lines) + "\n"
 

@@ -23,6 +23,7 @@ from engine.budget import (
     estimate,
 )
 from engine.budget_finish import finishing_passes, finishing_variants
+from engine.budget_upscale import UPSCALE_STAGES, upscale_passes, upscale_variants
 from engine.device_profile import device_profile, flux_shape, resident_gb, runtime_factors
 from engine.errors import StudioError
 from engine.recipe import Recipe
@@ -31,7 +32,7 @@ from engine.runtypes import RunReport
 
 log = logging.getLogger(__name__)
 FLUX_STAGES = ("base", "latent", "decode")
-FINISHING_STAGES = (*(f"refine_{r}" for r in REFINE_REGIONS), "refine_chin")
+FINISHING_STAGES = (*(f"refine_{r}" for r in REFINE_REGIONS), "refine_chin", *UPSCALE_STAGES)
 HEAVY_STAGES = FLUX_STAGES + FINISHING_STAGES
 
 
@@ -72,6 +73,7 @@ class RunGuard:
         work = dataclasses.replace(work, tiled_vae=runtime.memory.tiled_vae)
         found = estimate(recipe, shape, scaled, weights, work)
         finishing = finishing_passes(recipe, work.finishing, shape, scaled)
+        finishing += upscale_passes(recipe, work.finishing, shape, scaled, work.tiled_vae)
         return dataclasses.replace(found, parts=found.parts + tuple(finishing))
 
     def check(self, recipe: Recipe, bundle: Any, pending: set[str]) -> RunEstimate:
@@ -103,7 +105,7 @@ class RunGuard:
         advice = (
             "It would fit with: " + "; or ".join(fits) + "."
             if fits
-            else "Lower the size, the batch, the steps or the latent upscale."
+            else "Lower the size, the batch, the steps, the latent upscale or the Upscale passes."
         )
         return (
             f"This render is over the studio's run budget ({', '.join(problems)}). "
@@ -145,8 +147,9 @@ class RunGuard:
 
 
 def all_variants(recipe: Recipe) -> list[tuple[str, Recipe]]:
-    """Every single change that lowers the cost: the Flux passes', then the finishing's."""
-    return cheaper_variants(recipe) + finishing_variants(recipe)
+    """Every single change that lowers the cost: the Flux passes', the Refine passes', then
+    the Upscale passes'."""
+    return cheaper_variants(recipe) + finishing_variants(recipe) + upscale_variants(recipe)
 
 
 def free_memory(device: torch.device) -> None:
