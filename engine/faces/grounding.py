@@ -25,7 +25,6 @@ from engine.faces.grounding_keys import (
     ORIGINAL_FILES,
     ORIGINAL_URL,
     UNUSED_NORM,
-    first_line,
     grounding_config_from_shapes,
     not_grounding_error,
     original_name,
@@ -35,6 +34,7 @@ from engine.faces.grounding_keys import (
     unused_norm,
     variant_name,
 )
+from engine.load_errors import first_line
 
 GROUNDING_FOLDERS = ("grounding-dino", "groundingdino")
 HUB_REPOS = ("IDEA-Research/grounding-dino-tiny", "IDEA-Research/grounding-dino-base")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelNotFoundError
+from engine.load_errors import first_line, refused_by_unpickler
 
 SWIN = "model.backbone.conv_encoder.model."
 BLOCK = "backbone.0.layers.#.blocks.#."
@@ -342,7 +343,7 @@ def read_original_weights(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if (refused := _refused_by_unpickler(error)) is None:
+        if (refused := refused_by_unpickler(error)) is None:
             raise _unreadable(path, error) from error
         raise ModelNotFoundError(
             f"GroundingDINO file {path} was not loaded: its pickle is more than tensors "
@@ -370,16 +371,3 @@ def _unreadable(path: Path, error: BaseException) -> ModelNotFoundError:
         f"GroundingDINO file {path} could not be read as a PyTorch checkpoint "
         f"({first_line(error)}): it is empty, truncated or not a .pth file. {WHAT_TO_DO}"
     )
-
-
-def _refused_by_unpickler(error: BaseException) -> str | None:
-    """What torch's weights-only unpickler refused ("Unsupported global: GLOBAL io.open ..."),
-    or None when the error is of another kind (a damaged file)."""
-    detail = str(error).partition("WeightsUnpickler error:")[2].strip()
-    return detail.split(" Please use")[0][:200] if detail.startswith("Unsupported") else None
-
-
-def first_line(error: BaseException) -> str:
-    """The error's message on one line (load_state_dict puts the useful part on line two)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (" ".join(lines[:2]) if lines else type(error).__name__)[:400]

@@ -34,6 +34,7 @@ from engine.faces.sam_keys import (  # noqa: F401  (re-exported: the module's pu
     to_transformers_state_dict,
     variant_name,
 )
+from engine.load_errors import first_line, refused_by_unpickler
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
 SAMS_FOLDER = "sams"
@@ -87,7 +88,7 @@ class SamSegmenter:
         except KeyError as error:
             raise _not_sam(path, f"it has no tensor {error}") from error
         except Exception as error:  # odd shapes, keys SAM lacks, weights that do not fit
-            raise _not_sam(path, _first_line(error)) from error
+            raise _not_sam(path, first_line(error)) from error
         return cls(
             identity=sam_identity(path),
             label=f"{path.name} (SAM {variant_name(config)})",
@@ -177,7 +178,7 @@ def read_sam_weights(path: Path) -> dict[str, Any]:
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        refused = _refused_by_unpickler(error)
+        refused = refused_by_unpickler(error)
         if refused is None:
             raise _unreadable(path, error) from error
         raise ModelNotFoundError(
@@ -321,24 +322,8 @@ def _not_sam(path: Path, what: str) -> ModelNotFoundError:
     )
 
 
-def _refused_by_unpickler(error: BaseException) -> str | None:
-    """What torch's weights-only unpickler refused ("Unsupported global: GLOBAL io.open ..."),
-    or None when the error is of another kind (a damaged file)."""
-    _, marker, detail = str(error).partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in detail.splitlines() if line.strip()]
-    if not marker or not lines or not lines[0].startswith("Unsupported"):
-        return None
-    return lines[0].split(" Please use")[0][:200]
-
-
 def _unreadable(path: Path, error: BaseException) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"SAM file {path} could not be read as a PyTorch checkpoint ({_first_line(error)}): "
+        f"SAM file {path} could not be read as a PyTorch checkpoint ({first_line(error)}): "
         f"it is empty, truncated or not a .pth file. {WHAT_TO_DO}"
     )
-
-
-def _first_line(error: BaseException) -> str:
-    """The error's message on one line (load_state_dict puts the useful part on line two)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (" ".join(lines[:2]) if lines else type(error).__name__)[:400]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.errors import InputError, ModelNotFoundError
+from engine.load_errors import first_line, refused_by_unpickler
 
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor
@@ -167,7 +168,7 @@ def _read_pickle(path: Path) -> Any:
             warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        refused = _refused_by_unpickler(error)
+        refused = refused_by_unpickler(error)
         if refused is None:
             raise _unreadable(path, error) from None
         raise ModelNotFoundError(
@@ -185,16 +186,6 @@ def _read_pickle(path: Path) -> Any:
         raise _unreadable(path, error) from None
     except Exception as error:  # EOFError, zip errors, KeyError: damaged files
         raise _unreadable(path, error) from None
-
-
-def _refused_by_unpickler(error: BaseException) -> str | None:
-    """What torch's weights-only unpickler refused ("Unsupported global: GLOBAL io.open"),
-    or None when the error is of another kind (a damaged file)."""
-    _, marker, detail = str(error).partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in detail.splitlines() if line.strip()]
-    if not marker or not lines or not lines[0].startswith("Unsupported"):
-        return None
-    return lines[0].split(" Please use")[0][:200]
 
 
 # Building the model ---------------------------------------------------------------------
@@ -249,9 +240,7 @@ def _detect(path: Path, state_dict: dict[str, torch.Tensor]) -> ImageModelDescri
             f"checkpoint, LoRA or VAE) or an architecture spandrel does not support",
         ) from None
     except Exception as error:  # detected, but the tensors do not fit the architecture
-        raise _unusable(
-            path, f"its tensors do not build the model ({_first_line(error)})"
-        ) from None
+        raise _unusable(path, f"its tensors do not build the model ({first_line(error)})") from None
     if not isinstance(descriptor, ImageModelDescriptor):
         raise _unusable(path, f"it is a {descriptor.architecture.name} {descriptor.purpose} model")
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
@@ -268,7 +257,7 @@ def _detect(path: Path, state_dict: dict[str, torch.Tensor]) -> ImageModelDescri
 
 def _unreadable(path: Path, error: BaseException) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"Upscale model file {path} could not be read ({_first_line(error)}): it is empty, "
+        f"Upscale model file {path} could not be read ({first_line(error)}): it is empty, "
         f"truncated or not a model file. Download it again. {WHAT_TO_DO}"
     )
 
@@ -278,11 +267,6 @@ def _unusable(path: Path, reason: str) -> ModelNotFoundError:
         f"Upscale model file {path} is not an upscale model the studio can use: {reason}. "
         f"{WHAT_TO_DO}"
     )
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:240]
 
 
 def _some(names: list[Any], count: int = 4) -> str:
