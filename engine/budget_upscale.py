@@ -44,12 +44,12 @@ from engine.budget import (
 from engine.recipe import Recipe
 from engine.recipe_upscale import UsduParams
 from engine.sizes import render_size, round_to_grid
+from engine.upscale.passes import (
+    PASS_LABELS,
+    STAGE_KINDS,
+    usdu_settings,
+)
 from engine.upscale.usdu_plan import UsduSettings, redraw_jobs, seam_fix_jobs, target_size
-
-PASS_NAMES = ("first", "final")
-PASS_LABELS = {"first": "Upscale 1", "final": "Upscale final"}
-STAGE_KINDS = ("upscale", "tiles", "seams")
-UPSCALE_STAGES = tuple(f"{name}_{kind}" for name in PASS_NAMES for kind in STAGE_KINDS)
 
 # One model upscale per image, whatever its architecture (see above): a round figure for an
 # ESRGAN-class model on a 1024² input on a current GPU (bench/upscale.py prints the measured).
@@ -65,36 +65,19 @@ FLUX_GRID = 16
 
 @dataclass(frozen=True)
 class UpscalePlan:
-    """One active pass: its recipe settings, the plan's settings, and its sizes."""
+    """One active pass: its recipe settings, the plan's settings of its tiles and of its
+    seams (as the stages build them), and its sizes."""
 
     name: str
     params: UsduParams
-    settings: UsduSettings
+    tiles: UsduSettings
+    seams: UsduSettings
     source: tuple[int, int]  # the image the pass starts from
     target: tuple[int, int]  # the upscaled canvas its jobs run on
 
     @property
     def label(self) -> str:
         return PASS_LABELS[self.name]
-
-
-def usdu_settings(params: UsduParams) -> UsduSettings:
-    """The plan's settings of a recipe pass (seam-fix denoise 0 means the pass's denoise)."""
-    return UsduSettings(
-        upscale_by=params.upscale_by,
-        denoise=params.denoise,
-        tile_width=params.tile_width,
-        tile_height=params.tile_height,
-        mask_blur=params.mask_blur,
-        tile_padding=params.tile_padding,
-        mode=params.mode,  # type: ignore[arg-type]  # validated by the recipe's choices
-        seam_fix_mode=params.seam_fix,  # type: ignore[arg-type]
-        seam_fix_denoise=params.seam_fix_denoise or params.denoise,
-        seam_fix_width=params.seam_fix_width,
-        seam_fix_mask_blur=params.seam_fix_mask_blur,
-        seam_fix_padding=params.seam_fix_padding,
-        force_uniform_tiles=params.force_uniform_tiles,
-    )
 
 
 def upscale_input_size(recipe: Recipe, name: str) -> tuple[int, int]:
@@ -115,9 +98,9 @@ def plan_pass(recipe: Recipe, name: str) -> UpscalePlan:
     """Pass `name`'s settings and sizes in `recipe`."""
     params: UsduParams = getattr(recipe.upscale, name)
     source = upscale_input_size(recipe, name)
-    return UpscalePlan(
-        name, params, usdu_settings(params), source, target_size(*source, params.upscale_by)
-    )
+    label = PASS_LABELS[name]
+    tiles, seams = (usdu_settings(params, part, label) for part in ("tiles", "seams"))
+    return UpscalePlan(name, params, tiles, seams, source, target_size(*source, params.upscale_by))
 
 
 @lru_cache(maxsize=64)
@@ -183,12 +166,13 @@ def job_parts(
     """The redraw (or seam-fix) jobs grouped by processing size: their sampling, and their
     encode + decode, each with the upscaled images held beside them."""
     p, batch = plan.params, recipe.prompt.batch_size
-    denoise = plan.settings.seam_fix_denoise if seams else p.denoise
+    settings = plan.seams if seams else plan.tiles
+    denoise = settings.denoise
     evals = evaluations(p.sampler, p.steps, recipe.settings.cfg) if denoise > 0 else 0
     image = image_gb(*plan.target, batch)
     kind = "seams" if seams else "tiles"
     parts = []
-    for (width, height), count in job_sizes(plan.settings, *plan.target, seams):
+    for (width, height), count in job_sizes(settings, *plan.target, seams):
         jobs = count * batch
         grid_w, grid_h = on_flux_grid(width), on_flux_grid(height)
         sampled = flux_pass(stage, grid_w, grid_h, 1, evals, shape, dev)

@@ -23,12 +23,13 @@ from engine.budget import (
     estimate,
 )
 from engine.budget_finish import finishing_passes, finishing_variants
-from engine.budget_upscale import UPSCALE_STAGES, upscale_passes, upscale_variants
+from engine.budget_upscale import upscale_passes, upscale_variants
 from engine.device_profile import device_profile, flux_shape, resident_gb, runtime_factors
 from engine.errors import StudioError
 from engine.recipe import Recipe
 from engine.recipe_refine import REFINE_REGIONS
 from engine.runtypes import RunReport
+from engine.upscale.passes import UPSCALE_STAGES
 
 log = logging.getLogger(__name__)
 FLUX_STAGES = ("base", "latent", "decode")

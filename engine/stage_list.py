@@ -20,9 +20,10 @@ from engine.stages.redux import ReduxStage
 from engine.stages.refine import REFINE_STAGES, RefineRegionStage
 from engine.stages.refine_chin import RefineChinStage
 from engine.stages.text import TextStage
-from engine.stages.upscale import UPSCALE_STAGES, build_upscale_stages
+from engine.stages.upscale import build_upscale_stages
 from engine.stages.upscale_caption import CaptionStage
 from engine.stages.vision import VisionStage
+from engine.upscale.passes import UPSCALE_STAGES
 
 IMAGE_STAGES = (
     "image",

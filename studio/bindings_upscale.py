@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.upscale.caption_prompts import EXTRA_OPTIONS, NAME_OPTION
+from engine.upscale.passes import PASS_LABELS
 from studio.binding_row import Binding
 
 FINAL_LORAS = "upscale.final_loras"
-PASS_TITLES = {"first": "Upscale 1", "final": "Upscale final"}
+PASS_TITLES = PASS_LABELS  # the engine's names of the two passes
 # The extra options the suite ticks (seed 000 §9.2) come first in the list, then the rest.
 SUITE_OPTIONS = (NAME_OPTION, "include_camera_angle", "specify_lighting_sources")
 OPTION_LABELS = {

@@ -21,6 +21,7 @@ from PIL import Image
 from engine.errors import StudioError
 from engine.recipe import Recipe
 from engine.recipe_upscale import UPSCALE_TIERS, UsduParams, apply_tier
+from engine.upscale.passes import UPSCALE_STAGES
 from studio.bindings_upscale import PASS_TITLES
 from studio.callbacks import MaybeRequest, StudioCallbacks, Updates
 from studio.panels import results as res
@@ -50,7 +51,6 @@ COPIED = "The caption is Upscale 1's prompt now; it applies from the next change
 NO_CAPTION = "No caption yet: switch the captioner on and run first."
 # The engine's upscale stages in the order they run (after refine, before color), and the
 # stages whose image the first of them starts from, the latest first.
-UPSCALE_STAGES = tuple(f"{p}_{s}" for p in PASS_TITLES for s in ("upscale", "tiles", "seams"))
 BEFORE_UPSCALE = (*reversed(REFINE_STAGES), *BEFORE_STAGES)
 
 

@@ -13,7 +13,6 @@ from engine.budget import GB, RunBudget, decode_cost, flux_flops, flux_pass
 from engine.budget_upscale import (
     IMAGE_BYTES_PER_PIXEL,
     MODEL_UPSCALE_SECONDS,
-    UPSCALE_STAGES,
     upscale_input_size,
     upscale_passes,
     upscale_variants,
@@ -22,6 +21,7 @@ from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json
 from engine.run_guard import FINISHING_STAGES, HEAVY_STAGES, OverBudget, all_variants
 from engine.stage_list import build_stages
+from engine.upscale.passes import UPSCALE_STAGES
 from tests.test_run_budget import FLUX, H200, tiny
 
 FIRST = frozenset({"first_upscale", "first_tiles", "first_seams"})

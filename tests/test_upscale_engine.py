@@ -23,9 +23,9 @@ from engine.recipe import Recipe
 from engine.recipe_json import recipe_from_json
 from engine.recipe_upscale import SEAM_FIX_MODES, UsduParams
 from engine.runtypes import CancelToken
-from engine.stages.upscale import usdu_settings
 from engine.stages.upscale_caption import CaptionStage
 from engine.upscale.models import UpscaleModels, UpscaleModelsConfig
+from engine.upscale.passes import usdu_settings
 from engine.upscale.usdu_masks import job_alpha
 from engine.upscale.usdu_plan import redraw_jobs, seam_fix_jobs
 from engine.upscale.usdu_run import pad_to_grid, run_jobs

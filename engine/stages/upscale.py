@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from engine.errors import RecipeError, StudioError
+from engine.errors import StudioError
 from engine.faces.crop_stitch import resize_image
 from engine.flux.guidance import needs_uncond
 from engine.flux.prompt import encode_prompt, text_encoders_on_device
@@ -31,6 +31,7 @@ from engine.refine.result import images_of
 from engine.stages.text import apply_loras
 from engine.stages.upscale_caption import CAPTION_STAGE, Captions, captioning
 from engine.upscale.models import upscale_models
+from engine.upscale.passes import PASS_LABELS, PASS_NAMES, usdu_settings
 from engine.upscale.tiled import upscale_image
 from engine.upscale.usdu_plan import (
     MAX_SIZE,
@@ -42,9 +43,6 @@ from engine.upscale.usdu_plan import (
 )
 from engine.upscale.usdu_run import flux_tile_render, pass_settings, run_jobs
 
-PASS_NAMES = ("first", "final")
-PASS_LABELS = {"first": "Upscale 1", "final": "Upscale final"}
-UPSCALE_STAGES = tuple(f"{p}_{part}" for p in PASS_NAMES for part in ("upscale", "tiles", "seams"))
 PASS_INPUT = {"first": "refine_chin", "final": "first_seams"}
 
 
@@ -169,35 +167,6 @@ def pass_sampling(recipe: Recipe, pass_name: str, env: Any) -> PassSampling:
         (files.transformer, files.vae, files.weight_dtype, files.precision),
         stack.stage_params(slots, "transformer"), stack.stage_params(slots, "text"),
     )  # fmt: skip
-
-
-def usdu_settings(usdu: UsduParams, part: str, label: str) -> UsduSettings:
-    """The node's settings for a pass's tiles (the seam fix left at its defaults, out of
-    their key) or its seams (redraw's own settings left at theirs: the tiles' key carries
-    them). Seams sample at seam_fix_denoise when it is above 0, else at the pass's denoise."""
-    shared: dict[str, Any] = {
-        "upscale_by": usdu.upscale_by,
-        "tile_width": usdu.tile_width,
-        "tile_height": usdu.tile_height,
-        "force_uniform_tiles": usdu.force_uniform_tiles,
-    }
-    if part == "tiles":
-        extra = {"mask_blur": usdu.mask_blur, "tile_padding": usdu.tile_padding}
-        extra.update(mode=usdu.mode, denoise=usdu.denoise)
-    else:
-        extra = {
-            "denoise": usdu.seam_fix_denoise or usdu.denoise,
-            "mode": "none",
-            "seam_fix_mode": usdu.seam_fix,
-            "seam_fix_denoise": usdu.seam_fix_denoise,
-            "seam_fix_width": usdu.seam_fix_width,
-            "seam_fix_mask_blur": usdu.seam_fix_mask_blur,
-            "seam_fix_padding": usdu.seam_fix_padding,
-        }
-    try:
-        return UsduSettings(**shared, **extra)
-    except ValueError as exc:
-        raise RecipeError(f"{label}: {exc}.") from None
 
 
 class PassJobsStage:
