@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -64,13 +62,14 @@ from bench.refine_setup import (  # noqa: E402
     Detectors,
     Setup,
     flux_bundle,
+    peak_gb,
     portrait,
     prompt,
+    rounded,
     suite_detailer,
 )
 from engine.faces.segments import Segment, SegmentParams, segments_from_detections  # noqa: E402
 from engine.graph import StageContext  # noqa: E402
-from engine.models.memory import GB  # noqa: E402
 from engine.models.precision import (  # noqa: E402
     pick_device,
 )
@@ -243,7 +242,7 @@ def run(args: argparse.Namespace) -> dict:
             "change/tab": change["s"] / tab_s,
         },
         "token_shares": {name: n / sum(tokens_of.values()) for name, n in tokens_of.items()},
-        "peak_memory_gb": _peak_gb(device),
+        "peak_memory_gb": peak_gb(device),
         "peak_memory_kind": "GPU allocated" if cuda else "process RSS (host)",
         "runtime": bench.bundle.describe_runtime(),
     }
@@ -257,23 +256,7 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_engine_check:
         seconds, figures["engine_check"] = Clock(torch.device("cpu"))(engine_check)
         figures["engine_check"]["s"] = seconds
-    return _rounded(figures)
-
-
-def _peak_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / GB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # KiB on Linux
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
+    return rounded(figures)
 
 
 def show(f: dict) -> None:

@@ -4,6 +4,7 @@ the detections of each region (the engine's MTCNN and landmarks; fixed hand boxe
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from engine.flux.prompt import PromptEmbeddings  # noqa: E402
 from engine.flux.sampling import Conditioning  # noqa: E402
 from engine.models.attention import choose_attention  # noqa: E402
 from engine.models.manager import FluxBundle, FluxFiles  # noqa: E402
-from engine.models.memory import plan_memory  # noqa: E402
+from engine.models.memory import GB, plan_memory  # noqa: E402
 from engine.models.precision import (  # noqa: E402
     FULL,
     DeviceFacts,
@@ -199,3 +200,21 @@ class Detectors:
             area = cv2.resize(found.mask.astype(np.float32), (size, size), cv2.INTER_AREA)
             mask = area > 0
         return Detection(box, found.label, mask)
+
+
+def peak_gb(device: torch.device) -> float:
+    """CUDA's max allocated, or the process's max RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / GB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # KiB on Linux
+
+
+def rounded(value: Any) -> Any:
+    """Floats to 4 decimals, through dicts and lists (the JSON summary)."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value

@@ -39,7 +39,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.refine_setup import SEED, T5_TOKENS, Clock, Setup, flux_bundle, portrait, prompt  # noqa: E402
+from bench.refine_setup import (  # noqa: E402
+    SEED,
+    T5_TOKENS,
+    Clock,
+    Setup,
+    flux_bundle,
+    peak_gb,
+    portrait,
+    prompt,
+    rounded,
+)
 from bench.upscale_setup import (  # noqa: E402
     DENOISE,
     REAL,
@@ -49,8 +59,6 @@ from bench.upscale_setup import (  # noqa: E402
     engine_check,
     esrgan,
     estimate,
-    peak_gb,
-    rounded,
     to_canvas,
 )
 from engine.device_profile import device_profile, flux_shape  # noqa: E402

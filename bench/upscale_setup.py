@@ -6,12 +6,10 @@ Upscale stages through engine.run."""
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.random_models import fill_random  # noqa: E402
-from engine.budget import GB, DeviceProfile, FluxShape, decode_cost, flux_pass  # noqa: E402
+from engine.budget import DeviceProfile, FluxShape, decode_cost, flux_pass  # noqa: E402
 from engine.budget_upscale import upscale_passes, usdu_settings  # noqa: E402
 from engine.recipe import Recipe  # noqa: E402
 from engine.recipe_json import recipe_from_json  # noqa: E402
@@ -149,24 +147,6 @@ def engine_check() -> dict:
         "change_ran": again.ran_names,
         "only_seams_ran": [n for n in again.ran_names if n != "color"] == ["first_seams"],
     }
-
-
-def peak_gb(device: torch.device) -> float:
-    """CUDA's max allocated, or the process's max RSS on a CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / GB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # KiB on Linux
-
-
-def rounded(value: Any) -> Any:
-    """Floats to 4 decimals, through dicts and lists (the JSON summary)."""
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
 
 
 def to_canvas(image: torch.Tensor) -> np.ndarray:
