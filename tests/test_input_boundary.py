@@ -180,8 +180,8 @@ def test_good_lora_metadata_still_gives_its_words():
     [
         ("color.lut.file", "../x.cube"),
         ("color.lut.file", "sub/x.cube"),
-        ("upscale.model", "../../etc/passwd"),
-        ("upscale.model", "/abs/4x.pth"),
+        ("upscale.first.model", "../../etc/passwd"),
+        ("upscale.final.model", "/abs/4x.pth"),
         ("model.vae", "C:ae.safetensors"),
         ("redux.image1", "../x.png"),
         ("source.image", "sha256:" + "0" * 63 + "G"),
