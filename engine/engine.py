@@ -37,6 +37,8 @@ from engine.settled_writer import SettledWriter
 from engine.sizes import size_notes
 from engine.stage_images import StageImages
 from engine.stage_list import FINAL_STAGE, IMAGE_STAGES, build_stages
+from engine.stages.identity_score import STAGE as IDENTITY_STAGE
+from engine.stages.identity_score import ScoredImages
 from engine.stages.refine import REFINE_STAGES
 from engine.stages.upscale_caption import CAPTION_STAGE, Captions
 from engine.support import usage_notes
@@ -167,10 +169,12 @@ class Engine:
         self._note_peak(report)
         _collect_detections(report, artifacts)
         _collect_caption(report, artifacts)
+        _collect_identity(report, artifacts)
         images = tensor_to_pil(images_of(artifacts["__final__"]))
         label = scope.flux_files().label if _generates(recipe) else ""
         folder = outputs_dir or self.config.outputs_dir
-        saved = save_outputs(images, recipe, folder, label) if save else []
+        extras = report.identity_fields()
+        saved = save_outputs(images, recipe, folder, label, extras) if save else []
         stage_images = StageImages(
             {n: images_of(artifacts[n]) for n in IMAGE_STAGES if n in artifacts}, tensor_to_pil
         )
@@ -194,7 +198,10 @@ class Engine:
     def save_as_new(self, result: RunResult, outputs_dir: Path | None = None) -> list[Path]:
         """Write a result's images as new PNGs beside the earlier ones ("Keep as new")."""
         folder = outputs_dir or self.config.outputs_dir
-        return save_outputs(result.images, result.recipe, folder, result.model_label)
+        return save_outputs(
+            result.images, result.recipe, folder, result.model_label,
+            result.report.identity_fields(),
+        )  # fmt: skip
 
     def save_settled(
         self,
@@ -206,10 +213,10 @@ class Engine:
         """Rewrite `paths` with this result (then call `then`) once no newer result for
         `key` came for a moment: a re-grade updates its PNGs without waiting for the disk."""
         images, recipe, label = list(result.images), result.recipe, result.model_label
-        files = [Path(p) for p in paths]
+        files, extras = [Path(p) for p in paths], result.report.identity_fields()
 
         def job() -> None:
-            write_over(images, recipe, files, label)
+            write_over(images, recipe, files, label, extras)
             if then is not None:
                 then()
 
@@ -331,6 +338,15 @@ def _collect_detections(report: RunReport, artifacts: dict) -> None:
         value = artifacts.get(name)
         if isinstance(value, RefinedImages):
             report.detections[name] = value.detections
+
+
+def _collect_identity(report: RunReport, artifacts: dict) -> None:
+    """Each image's identity score and its report line, whether scored now or cached."""
+    value = artifacts.get(IDENTITY_STAGE)
+    if isinstance(value, ScoredImages):
+        report.identity = list(value.scores)
+        report.identity_backend = value.backend
+        report.notes.append(value.note())
 
 
 def _collect_caption(report: RunReport, artifacts: dict) -> None:

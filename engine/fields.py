@@ -43,6 +43,15 @@ def file_ref(kind: str) -> Any:
     return dataclasses.field(default="", metadata={"name_kind": kind})
 
 
+def file_refs(kind: str, max_items: int) -> Any:
+    """A tuple of names of images or files (input_limits.NAME_KINDS), each checked as file_ref
+    checks one, empty by default."""
+    assert kind in NAME_KINDS
+    return dataclasses.field(
+        default_factory=tuple, metadata={"name_kind": kind, "max_items": max_items}
+    )
+
+
 def items(factory: Any = tuple, max_items: int = 16) -> Any:
     """A tuple-of-dataclasses field (for example the LoRA stack)."""
     return dataclasses.field(default_factory=factory, metadata={"max_items": max_items})

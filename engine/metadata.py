@@ -6,6 +6,7 @@ import codecs
 import io
 import re
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -21,8 +22,11 @@ RECIPE_KEY = "portrait_studio_recipe"
 PARAMETERS_KEY = "parameters"
 
 
-def parameters_text(recipe: Recipe, model_label: str = "") -> str:
-    """The A1111 'parameters' convention other tools (and civitai) read."""
+def parameters_text(
+    recipe: Recipe, model_label: str = "", extra: Mapping[str, str] | None = None
+) -> str:
+    """The A1111 'parameters' convention other tools (and civitai) read; `extra` adds fields
+    that describe this image (e.g. its identity score)."""
     p, s = recipe.prompt, recipe.settings
     width, height = render_size(p)
     fields = [
@@ -38,6 +42,7 @@ def parameters_text(recipe: Recipe, model_label: str = "") -> str:
     ]
     if model_label:
         fields.append(("Model", model_label.replace(",", " ")))
+    fields += [(key, value.replace(",", " ")) for key, value in (extra or {}).items()]
     lines = [p.prompt]
     if p.negative_prompt:
         lines.append(f"Negative prompt: {p.negative_prompt}")
@@ -45,11 +50,16 @@ def parameters_text(recipe: Recipe, model_label: str = "") -> str:
     return "\n".join(lines)
 
 
-def png_bytes(image: Image.Image, recipe: Recipe, model_label: str = "") -> bytes:
+def png_bytes(
+    image: Image.Image,
+    recipe: Recipe,
+    model_label: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> bytes:
     """PNG bytes with the recipe and parameters text chunks."""
     info = PngImagePlugin.PngInfo()
     info.add_itxt(RECIPE_KEY, recipe_to_json(recipe, indent=None))
-    info.add_itxt(PARAMETERS_KEY, parameters_text(recipe, model_label))
+    info.add_itxt(PARAMETERS_KEY, parameters_text(recipe, model_label, extra))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
     return buffer.getvalue()

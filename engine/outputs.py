@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -27,14 +28,19 @@ def per_image_recipe(recipe: Recipe, index: int) -> Recipe:
 
 
 def save_outputs(
-    images: list[Image.Image], recipe: Recipe, folder: Path, model_label: str = ""
+    images: list[Image.Image],
+    recipe: Recipe,
+    folder: Path,
+    model_label: str = "",
+    extras: Sequence[Mapping[str, str]] = (),
 ) -> list[Path]:
-    """Write the images atomically as PNGs with metadata; never overwrite an earlier file."""
+    """Write the images atomically as PNGs with metadata (`extras[i]`: image i's own fields);
+    never overwrite an earlier file."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     paths = []
     for i, image in enumerate(images):
         own = per_image_recipe(recipe, i)
-        data = png_bytes(image, own, model_label)
+        data = png_bytes(image, own, model_label, _extra(extras, i))
         with _NAMING_LOCK:
             path = _free_name(folder, f"portrait-{stamp}-{own.settings.seed}")
             atomic_write(path, data)
@@ -43,14 +49,23 @@ def save_outputs(
 
 
 def write_over(
-    images: list[Image.Image], recipe: Recipe, paths: list[Path], model_label: str = ""
+    images: list[Image.Image],
+    recipe: Recipe,
+    paths: list[Path],
+    model_label: str = "",
+    extras: Sequence[Mapping[str, str]] = (),
 ) -> list[Path]:
     """Rewrite a result's own PNGs in place (a re-grade of that result), atomically."""
     if len(paths) != len(images):
         raise ValueError(f"{len(images)} images for {len(paths)} files")
     for i, (image, path) in enumerate(zip(images, paths, strict=True)):
-        atomic_write(path, png_bytes(image, per_image_recipe(recipe, i), model_label))
+        own = per_image_recipe(recipe, i)
+        atomic_write(path, png_bytes(image, own, model_label, _extra(extras, i)))
     return list(paths)
+
+
+def _extra(extras: Sequence[Mapping[str, str]], index: int) -> Mapping[str, str] | None:
+    return extras[index] if index < len(extras) else None
 
 
 def _free_name(folder: Path, stem: str) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from engine.fields import bounded, choice, file_ref, items, text
 from engine.input_limits import DIGEST, MAX_PROMPT_CHARS, PLAIN_NAME, RELATIVE_NAME
+from engine.recipe_identity import IdentityParams
 from engine.recipe_lora import MAX_SEED, SAMPLERS, SCHEDULERS, LoraSlot
 from engine.recipe_refine import RefineParams
 from engine.recipe_upscale import UpscaleParams
@@ -263,4 +264,5 @@ class Recipe:
     expression: ExpressionParams = field(default_factory=ExpressionParams)
     refine: RefineParams = field(default_factory=RefineParams)
     upscale: UpscaleParams = field(default_factory=UpscaleParams)
+    identity: IdentityParams = field(default_factory=IdentityParams)
     color: ColorParams = field(default_factory=ColorParams)

@@ -138,8 +138,13 @@ def _tuple(
         return old
     if dataclasses.is_dataclass(item):
         return tuple(_load(item, r, item(), f"{path}[{i}]", errors) for i, r in enumerate(raw))
-    length = max_length_of(f)
+    length, kind = max_length_of(f), name_kind_of(f)
     out = [_scalar(item, r, f"{path}[{i}]", errors, length) for i, r in enumerate(raw)]
+    for i, value in enumerate(out):
+        problem = check_name(value, f"{path}[{i}]", kind) if kind and value else None
+        if problem:
+            errors.append(problem)
+            out[i] = None
     return tuple(out) if None not in out else old
 
 

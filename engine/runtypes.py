@@ -52,10 +52,21 @@ class RunReport:
     # Refine stage -> per batch image -> {"label", "box": [x1, y1, x2, y2], "score"}
     detections: dict[str, list[list[dict]]] = field(default_factory=dict)
     caption: str = ""  # the captioner's text, one paragraph per batch image ("" when off)
+    # similarity of each image's face to the identity references (None: no face); empty
+    # without references
+    identity: list[float | None] = field(default_factory=list)
+    identity_backend: str = ""
 
     @property
     def ran_names(self) -> list[str]:
         return [name for name, _ in self.ran]
+
+    def identity_fields(self) -> list[dict[str, str]]:
+        """Each image's identity score as a PNG 'parameters' field (empty without one)."""
+        return [
+            {"Identity": f"{score:.3f} ({self.identity_backend})"} if score is not None else {}
+            for score in self.identity
+        ]
 
     def line(self) -> str:
         """One line for the UI, e.g. 'ran: color 12 ms · cached: text, base, decode'."""
@@ -77,5 +88,7 @@ class RunReport:
             "counters": dict(self.counters),
             "detections": dict(self.detections),
             "caption": self.caption,
+            "identity": list(self.identity),
+            "identity_backend": self.identity_backend,
             "total_ms": round(self.total_ms, 3),
         }

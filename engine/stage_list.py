@@ -1,7 +1,7 @@
 """The pipeline's stages in their order, and which of them hand on images.
 
 conditioning -> base -> latent -> decode (or an upload) -> expression -> refine -> captioner
--> Upscale 1 -> Upscale final -> color.
+-> Upscale 1 -> Upscale final -> identity score -> color.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from engine.stages.decode import DecodeStage
 from engine.stages.expression import ExpressionStage
 from engine.stages.expression_driving import ExpressionDrivingStage
 from engine.stages.expression_face import ExpressionFaceStage
+from engine.stages.identity_score import IdentityScoreStage
 from engine.stages.image import ImageStage
 from engine.stages.latent import LatentStage
 from engine.stages.redux import ReduxStage
@@ -44,4 +45,5 @@ def build_stages() -> list[Stage]:
     expression = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage()]
     refine = [*(RefineRegionStage(region) for region in REFINE_REGIONS), RefineChinStage()]
     upscale = [CaptionStage(), *build_upscale_stages()]
-    return [*conditioning, *sampling, *expression, *refine, *upscale, ColorStage()]
+    finish = [IdentityScoreStage(), ColorStage()]
+    return [*conditioning, *sampling, *expression, *refine, *upscale, *finish]

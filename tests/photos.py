@@ -14,6 +14,14 @@ def astronaut() -> Image.Image:
     return Image.fromarray(data.astronaut())
 
 
+def six_people() -> Image.Image:
+    """insightface's t1.jpg: six people, none of them the astronaut."""
+    from importlib import resources
+
+    path = resources.files("insightface") / "data" / "images" / "t1.jpg"
+    return Image.open(str(path)).convert("RGB")
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")

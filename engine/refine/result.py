@@ -16,5 +16,7 @@ class RefinedImages:
 
 
 def images_of(value: Any) -> torch.Tensor:
-    """The image tensor of any image stage's artifact."""
-    return value.images if isinstance(value, RefinedImages) else value
+    """The image tensor of any image stage's artifact: a tensor, or an artifact carrying one
+    as `images` with what the stage found (RefinedImages, the identity score's)."""
+    images = getattr(value, "images", None)
+    return images if isinstance(images, torch.Tensor) else value

@@ -24,7 +24,7 @@ class ColorStage:
     uses_models = False
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("final_seams",)  # each post stage forwards its input while it is off
+        return ("identity_score",)  # each post stage forwards its input while it is off
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.color.enabled
