@@ -77,7 +77,7 @@ class IdentityGuardParams:
     same-person line) the face is flagged, and kept unrefined when `keep_below` is on."""
 
     enabled: bool = True
-    reference: str = file_ref(DIGEST)
+    reference: str = file_ref(DIGEST)  # "" = the first identity reference (recipe.identity)
     threshold: float = bounded(0.0, 0.0, 1.0, 0.01)
     keep_below: bool = False
 

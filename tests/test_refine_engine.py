@@ -3,6 +3,7 @@ re-runs when one region changes, the identity guard, and the inputs it cannot us
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,16 @@ def test_the_guard_compares_with_a_reference_photo(engine: Any, photo: str) -> N
     recipe = refine(photo, face={}, identity={"reference": photo})
     note = next(n for n in engine.run(recipe, save=False).report.notes if n.startswith("Identity"))
     assert "vs before" in note and "vs reference" in note
+
+
+def test_without_its_own_reference_the_guard_uses_the_first_identity_reference(
+    engine: Any, photo: str
+) -> None:
+    recipe = refine(photo, face={})
+    recipe = dataclasses.replace(
+        recipe, identity=dataclasses.replace(recipe.identity, references=(photo,))
+    )
+    result = engine.run(recipe, save=False)
+    guard = next(n for n in result.report.notes if n.startswith("Identity ("))
+    assert "vs reference" in guard
+    assert result.report.identity  # the render's own score against the same reference

@@ -75,7 +75,8 @@ class RefineRegionStage:
             prompt = f"{stack.prompt_with_triggers(recipe.prompt.prompt, slots)}, {detailer.prompt}"
         guard = recipe.refine.identity
         guarded = guard.enabled and self.region in GUARDED_REGIONS
-        reference = env.images.require(guard.reference) if guarded and guard.reference else ""
+        photo = guard.reference or next(iter(recipe.identity.references), "")
+        reference = env.images.require(photo) if guarded and photo else ""
         return RefineStageParams(
             detailer, prompt, detailer_settings(recipe.settings, detailer), recipe.settings.seed,
             (files.transformer, files.vae, files.weight_dtype, files.precision),
