@@ -3,12 +3,19 @@ that say what is wrong in one line."""
 
 from __future__ import annotations
 
+import re
+
 
 def refused_by_unpickler(error: BaseException) -> str | None:
-    """What torch's weights-only unpickler refused ("Unsupported global: GLOBAL io.open ..."),
-    or None when the error is of another kind (a damaged file)."""
-    detail = str(error).partition("WeightsUnpickler error:")[2].strip()
-    return detail.split(" Please use")[0][:200] if detail.startswith("Unsupported") else None
+    """What torch's weights-only unpickler refused ("Unsupported global: GLOBAL io.open ...",
+    or for a blocked module "Trying to load unsupported GLOBAL posix.system whose module posix
+    is blocked"), or None when the error is of another kind (a damaged file)."""
+    text = str(error)
+    detail = text.partition("WeightsUnpickler error:")[2].strip()
+    if detail.startswith("Unsupported"):
+        return detail.split(" Please use")[0][:200]
+    blocked = re.search(r"unsupported GLOBAL (\S+)", text, flags=re.IGNORECASE)
+    return f"Unsupported global: GLOBAL {blocked.group(1)}" if blocked else None
 
 
 def first_line(error: BaseException) -> str:
