@@ -19,6 +19,7 @@ from engine.errors import InputError, StudioError
 from engine.expression.models import ExpressionConfig, ExpressionModels
 from engine.faces.find import list_detector_files
 from engine.graph import StageContext, StageGraph
+from engine.identity.models import IdentityModels
 from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
 from engine.metadata import read_recipe_file
@@ -127,6 +128,8 @@ class Engine:
                 config.models.models_dir, str(self.device), config.models.tiny, config.data_dir
             )
         )
+        m = config.models
+        self.identity_models = IdentityModels(m.models_dir, m.tiny, m.device, m.hub_cache_dir)
         self.graph = StageGraph(build_stages(), self.cache)
         self._diffusion: bool | None = None
         self._lock = threading.Lock()

@@ -14,6 +14,7 @@ from engine.stages.decode import DecodeStage
 from engine.stages.expression import ExpressionStage
 from engine.stages.expression_driving import ExpressionDrivingStage
 from engine.stages.expression_face import ExpressionFaceStage
+from engine.stages.identity_embed import IdentityEmbedStage
 from engine.stages.identity_score import IdentityScoreStage
 from engine.stages.image import ImageStage
 from engine.stages.latent import LatentStage
@@ -40,7 +41,7 @@ FINAL_STAGE = "color"
 
 def build_stages() -> list[Stage]:
     """Every stage, in pipeline order (the run report lists them in this order)."""
-    conditioning = [TextStage(), VisionStage(), ReduxStage()]
+    conditioning = [TextStage(), VisionStage(), ReduxStage(), IdentityEmbedStage()]
     sampling = [BaseStage(), LatentStage(), DecodeStage(), ImageStage()]
     expression = [ExpressionFaceStage(), ExpressionDrivingStage(), ExpressionStage()]
     refine = [*(RefineRegionStage(region) for region in REFINE_REGIONS), RefineChinStage()]

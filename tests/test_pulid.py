@@ -233,12 +233,16 @@ def test_idformer_shapes_and_math() -> None:
     assert torch.equal(torch.random.get_rng_state(), rng)  # the global RNG is left alone
     assert all(map(torch.equal, modules.state_dict().values(), again.state_dict().values()))
     gen = torch.Generator().manual_seed(0)
-    id_cond = torch.randn(2, 24, generator=gen)
+    id_cond = torch.randn(2, TINY_PULID.encoder.id_cond_dim, generator=gen)
     hidden = [torch.randn(2, 17, 16, generator=gen) for _ in range(5)]
     out = modules.encoder(id_cond, hidden)
     assert out.shape == (2, 4, 16)
     torch.testing.assert_close(out, reference_idformer(modules.encoder, id_cond, hidden))
-    assert modules.encoder(torch.randn(2, 3, 24), hidden).shape == (2, 4, 16)  # 3 images each
+    assert modules.encoder(torch.randn(2, 3, TINY_PULID.encoder.id_cond_dim), hidden).shape == (
+        2,
+        4,
+        16,
+    )  # 3 images each
     with pytest.raises(ValueError, match="5 hidden states"):
         modules.encoder(id_cond, hidden[:4])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -55,6 +56,8 @@ class FluxDenoiser:
     attention: AttentionChoice = field(default_factory=AttentionChoice)  # SDPA kernel ranking
     # FLUX.1 Fill's extra inputs (1, L, 320), appended to every call's tokens (flux/fill.py)
     concat: torch.Tensor | None = None
+    # (the call's transformer inputs, sigma) -> more inputs, e.g. a ControlNet's residuals
+    control: Callable[[dict, torch.Tensor], dict] | None = None
     # (token_bias, image tokens, device) -> mask; not an init field, so replace() starts afresh
     _mask: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -96,6 +99,8 @@ class FluxDenoiser:
         mask = self.attention_mask(x.shape[1], x.device)
         if mask is not None:
             inputs["joint_attention_kwargs"] = {"attention_mask": mask}
+        if self.control is not None:
+            inputs.update(self.control({**inputs, "hidden_states": x.to(self.dtype)}, sigma))
         self.calls += 1
         with self.attention.context():
             out = self.transformer(**inputs)[0]

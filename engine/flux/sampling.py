@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -57,10 +58,12 @@ def run_pass(
     init: torch.Tensor | None = None,
     mask: NoiseMask | None = None,
     concat: torch.Tensor | None = None,
+    control: Callable[[dict, torch.Tensor], dict] | None = None,
 ) -> torch.Tensor:
     """Sample packed latents (B, L, 64); `init` (packed, model space) starts img2img; `mask`
     re-renders only where it is 1 and keeps `init` elsewhere (specs §8); `concat` holds
-    FLUX.1 Fill's extra inputs when the bundle's transformer is the Fill model."""
+    FLUX.1 Fill's extra inputs when the bundle's transformer is the Fill model; `control`
+    adds inputs to every transformer call (a ControlNet's residuals)."""
     s, device = p.settings, bundle.device
     sigmas, mu = pass_sigmas(p)
     noise, generators = latents.initial_noise(list(p.seeds), p.height, p.width)
@@ -74,6 +77,7 @@ def run_pass(
     denoiser = FluxDenoiser(
         transformer, cond.positive, latents.image_ids(p.height, p.width, device),
         s.guidance, bundle.compute_dtype, attention=bundle.runtime.attention, concat=concat,
+        control=control,
     )  # fmt: skip
     ctx.note(bundle.describe_runtime())
     model = flux_cfg_denoiser(denoiser, cond.negative, s.cfg)

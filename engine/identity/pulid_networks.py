@@ -95,7 +95,7 @@ TINY_PULID = PulidConfig(
         num_queries=4,
         output_dim=16,
         ff_mult=2,
-        id_cond_dim=24,
+        id_cond_dim=1280,  # the ID embedder gives 512 + 768 values in tiny mode too
         vit_width=16,
         mapping_width=16,
     ),

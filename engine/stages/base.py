@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,12 +13,17 @@ import torch
 import torch.nn.functional as F
 
 from engine.flux import latents
-from engine.flux.sampling import Conditioning, SamplingPass, run_pass
+from engine.flux.sampling import Conditioning, SamplingPass, pass_sigmas, run_pass
 from engine.graph import StageContext
+from engine.identity.models import identity_models
+from engine.identity.pose_sampling import PoseSampling, pose_control
+from engine.identity.pulid_sampling import PulidSampling, pulid_applied
 from engine.lora import LoraParams
 from engine.recipe import Recipe
 from engine.sizes import render_size
 from engine.stages.text import apply_loras
+
+IDENTITY_EMBED = "identity_embed"  # the stage giving PuLID's ID tokens
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,8 @@ class BaseParams:
     weight_dtype: str
     loras: LoraParams
     precision: str = ""  # fp8 compute rounds differently from fp8 storage
+    pulid: PulidSampling | None = None  # PuLID-FLUX's weight and window, when it acts
+    pose: PoseSampling | None = None  # the pose ControlNet, when it acts
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,8 @@ class BaseStage:
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
         # "redux" forwards to "text" when Redux is off (the graph names the input "text").
-        return ("redux", "image") if recipe.source.kind == "img2img" else ("redux",)
+        inputs = ("redux", "image") if recipe.source.kind == "img2img" else ("redux",)
+        return (*inputs, IDENTITY_EMBED) if recipe.identity.pulid_active() else inputs
 
     def enabled(self, recipe: Recipe) -> bool:
         return True
@@ -55,8 +66,9 @@ class BaseStage:
         vae = files.vae if sampling.start_from_image else ""
         loras = env.loras().stage_params(recipe.prompt.loras, "transformer")
         return BaseParams(
-            sampling, files.transformer, vae, files.weight_dtype, loras, files.precision
-        )
+            sampling, files.transformer, vae, files.weight_dtype, loras, files.precision,
+            pulid_sampling(recipe, env), pose_sampling(recipe, env),
+        )  # fmt: skip
 
     def run(self, ctx: StageContext, p: BaseParams, upstream: dict) -> LatentResult:
         bundle = ctx.services.flux_bundle()
@@ -65,8 +77,51 @@ class BaseStage:
         if s.start_from_image:
             init = encode_image(bundle, upstream["image"], s.width, s.height, len(s.seeds))
         apply_loras(ctx, bundle, p.loras, "transformer")
-        tokens = run_pass(ctx, self.name, bundle, conditioning(upstream), s, init)
+        control = pose_on(ctx, bundle, p)
+        with pulid_on(ctx, bundle, p, upstream):
+            tokens = run_pass(ctx, self.name, bundle, conditioning(upstream), s, init, None,
+                              None, control)  # fmt: skip
         return LatentResult(tokens, s.width, s.height)
+
+
+def pulid_sampling(recipe: Recipe, env: Any) -> PulidSampling | None:
+    """PuLID's settings for the base pass, or None when it does not act."""
+    if not recipe.identity.pulid_active():
+        return None
+    pulid = recipe.identity.pulid
+    modules = identity_models(env).pulid_identity()
+    return PulidSampling(pulid.weight, pulid.start, pulid.end, modules)
+
+
+def pose_sampling(recipe: Recipe, env: Any) -> PoseSampling | None:
+    """The pose ControlNet's settings for the base pass, or None when it does not act."""
+    if not recipe.identity.pose_active():
+        return None
+    pose = recipe.identity.pose
+    spec = identity_models(env).controlnet_spec(pose.controlnet)
+    image = env.images.require(pose.image)
+    return PoseSampling(pose.controlnet, spec.identity, image, pose.strength, pose.start, pose.end)
+
+
+def pose_on(ctx: StageContext, bundle, p: BaseParams) -> Callable | None:
+    """FluxDenoiser's ControlNet hook for the pass (None without a pose)."""
+    if p.pose is None:
+        return None
+    models = identity_models(ctx.services)
+    controlnet = models.controlnet(p.pose.name)
+    picture = ctx.services.images.load(p.pose.image).convert("RGB")
+    sigmas, _ = pass_sigmas(p.sampling)
+    size = (p.sampling.width, p.sampling.height)
+    return pose_control(bundle, controlnet, picture, p.pose, size, sigmas)
+
+
+def pulid_on(ctx: StageContext, bundle, p: BaseParams, upstream: dict) -> ContextManager:
+    """PuLID's hooks on the transformer for the pass (nothing without PuLID)."""
+    if p.pulid is None:
+        return nullcontext()
+    modules = identity_models(ctx.services).pulid(bundle.transformer)
+    _, mu = pass_sigmas(p.sampling)
+    return pulid_applied(bundle.transformer, modules, upstream[IDENTITY_EMBED], p.pulid, mu)
 
 
 def conditioning(upstream: dict) -> Conditioning:
