@@ -14,6 +14,7 @@ import dataclasses
 from engine.recipe import PromptParams
 from studio.binding_row import Binding
 from studio.bindings_expression import EXPRESSION_BINDINGS
+from studio.bindings_identity import IDENTITY_BINDINGS
 from studio.bindings_redux import REDUX_BINDINGS
 from studio.bindings_refine import REFINE_BINDINGS
 from studio.bindings_upscale import UPSCALE_BINDINGS
@@ -254,6 +255,7 @@ BINDINGS: tuple[Binding, ...] = (
         "Seed of ε; image i of a batch uses seed + i.",
         widget="number",
     ),
+    *IDENTITY_BINDINGS,
     *EXPRESSION_BINDINGS,
     *REFINE_BINDINGS,
     *UPSCALE_BINDINGS,

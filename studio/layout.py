@@ -14,9 +14,11 @@ from studio.controls import Controls
 from studio.expression_callbacks import ExpressionCallbacks
 from studio.golden_seeds import FILE_NAME as GOLDEN_SEEDS_FILE
 from studio.golden_seeds import GoldenSeeds
+from studio.identity_callbacks import IdentityCallbacks
 from studio.panels import (
     color,
     expression,
+    identity,
     latent,
     loras,
     prompt,
@@ -68,6 +70,7 @@ def build_ui(engine: Any) -> gr.Blocks:
                         references = redux.build_redux_tab(controls, recipe)
                     with gr.Tab(prompt.TITLE, id="prompt", elem_id="ps-tab-prompt"):
                         source = prompt.build_prompt_tab(controls, recipe, engine, effective)
+                        likeness = identity.build_identity_accordion(controls, recipe)
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
                         tab = settings.build_settings_tab(controls, recipe, presets)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
@@ -104,6 +107,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         faces_callbacks = ExpressionCallbacks(callbacks, faces, expressions)
         details_callbacks = RefineCallbacks(callbacks, details)
         enlarge_callbacks = UpscaleCallbacks(callbacks, enlarge)
+        likeness_callbacks = IdentityCallbacks(callbacks, likeness)
         rendered = _wire_render(callbacks, generate, stop)
         demo.unload(callbacks.disconnected)  # a closed tab stops its render
         _wire_color(callbacks)
@@ -113,6 +117,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         faces_callbacks.wire(after_render=rendered)
         details_callbacks.wire(after_render=rendered)
         enlarge_callbacks.wire(after_render=rendered)
+        likeness_callbacks.wire()
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:

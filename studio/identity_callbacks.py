@@ -1,0 +1,118 @@
+"""The Identity accordion's handlers: photos dropped on its box are checked, stored and added to
+the references (up to four), "Clear references" forgets them; either way the result on
+screen is re-run in place (only the identity score and what follows it run), and the
+references stay in the session's base recipe for the next Generate. A reference the engine
+cannot use (no face in it) leaves the references and the result on screen as they were."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gradio as gr
+
+from engine.errors import InputError, StudioError
+from engine.recipe import Recipe
+from engine.recipe_identity import MAX_REFERENCES
+from engine.recipe_json import set_path
+from studio.callbacks import MaybeRequest, StudioCallbacks, Updates
+from studio.panels import results as res
+from studio.panels.identity import FIELD, IdentityPanel, gallery_update
+from studio.session import Session
+from studio.tab_events import on_in_place
+
+QUEUE = "identity"  # the accordion's own queue (studio/tab_events.py)
+PREFIX = "identity."  # no bound control lives here: a re-run keeps the result's own recipe
+STORED = "{k} stored: the next image's face is scored (the figure shows under the report)."
+REMOVED = "Identity references removed: nothing is scored."
+RESCORED = "Scored against {k} · change {{n}}"
+UNSCORED = "Identity references removed · change {n}"
+ALREADY = "That photo is already an identity reference."
+TOO_MANY = (
+    "At most {max} identity references: {k} stored and {new} more dropped. Press "
+    '"Clear references" first, or drop fewer photos.'
+)
+
+
+class IdentityCallbacks:
+    """Handlers of the Identity accordion; per-session data stays in the studio's state."""
+
+    def __init__(self, studio: StudioCallbacks, panel: IdentityPanel) -> None:
+        self.studio = studio
+        self.panel = panel
+        studio.restore_listeners.append(self)
+
+    def restored(self, recipe: Recipe) -> Updates:
+        """A restored recipe's references in the gallery (or none)."""
+        return {self.panel.gallery: gallery_update(self.studio.engine, recipe.identity.references)}
+
+    def restore_outputs(self) -> list[gr.Component]:
+        return [self.panel.gallery]
+
+    def outputs(self) -> list[gr.Component]:
+        return [*res.regrade_outputs(self.studio.panel), self.panel.gallery, self.panel.upload]
+
+    def add_references(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
+        """Check and store the dropped photos, add them to the references, re-run in place;
+        the box empties for the next photo."""
+        session: Session = data[self.studio.state]
+        emptied = {self.panel.upload: None}
+        current = session.base.identity.references
+        try:
+            references = self._with_new(current, data[self.panel.upload] or [])
+        except StudioError as exc:
+            return {**self.studio.fail(exc, "Reference not added."), **emptied}
+        if references == current:
+            return {**res.show_notice(self.studio.panel, ALREADY), **emptied}
+        return {**self._use(data, references, request), **emptied}
+
+    def clear_references(
+        self, data: Mapping[gr.Component, Any], request: MaybeRequest = None
+    ) -> Updates:
+        """Forget every reference: nothing is scored, and the report line goes."""
+        return self._use(data, (), request)
+
+    def _with_new(self, current: tuple[str, ...], paths: list[str]) -> tuple[str, ...]:
+        """`current` and the photos at `paths`, each checked and stored once."""
+        if len(current) + len(paths) > MAX_REFERENCES:
+            raise InputError(TOO_MANY.format(max=MAX_REFERENCES, k=len(current), new=len(paths)))
+        references = list(current)
+        for path in paths:
+            name = f"Identity reference {len(references) + 1}"
+            digest = self.studio.store_photo(path, name)
+            if digest not in references:
+                references.append(digest)
+        return tuple(references)
+
+    def _use(
+        self, data: Mapping[gr.Component, Any], references: tuple[str, ...], request: Any
+    ) -> Updates:
+        """Keep `references` in the session's base recipe and re-run the result on screen
+        with them; when the engine cannot use them, nothing changes and it says why."""
+        session: Session = data[self.studio.state]
+        shown = {self.panel.gallery: gallery_update(self.studio.engine, references)}
+        if session.last is None:
+            session.base = set_path(session.base, FIELD, list(references))
+            notice = STORED.format(k=counted(references)) if references else REMOVED
+            return {**res.show_notice(self.studio.panel, notice), **shown}
+        base = set_path(session.last.requested, FIELD, list(references))
+        notice = RESCORED.format(k=counted(references)) if references else UNSCORED
+        updates = self.studio.rerun(data, request, PREFIX, "", base=base, notice=notice)
+        if session.last.requested.identity.references != references:
+            return updates  # the engine said no: the message shows, the references stay
+        session.base = set_path(session.base, FIELD, list(references))
+        return {**updates, **shown}
+
+    def wire(self) -> None:
+        """Connect the accordion's events (inside the Blocks context)."""
+        inputs = {self.studio.state, self.panel.upload}
+        on_in_place(QUEUE, [self.panel.upload.upload], self.add_references, inputs, self.outputs())
+        on_in_place(QUEUE, [self.panel.clear.click], self.clear_references, inputs, self.outputs())
+
+
+def counted(references: tuple[str, ...]) -> str:
+    """How many references, in words: "1 identity reference", "3 identity references"."""
+    count = len(references)
+    return f"{count} identity reference" + ("" if count == 1 else "s")

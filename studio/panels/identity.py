@@ -1,0 +1,72 @@
+"""The "Identity" accordion on the "Size / LoRA / Prompt" tab (seed 002): reference photos of
+the person, against which every render's largest face is scored (the figure shows under the
+run report). The photos are image digests kept in the session's base recipe
+(`identity.references`); the upload box only takes them in, one or several at a time, and
+the gallery shows what is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from engine.recipe import Recipe
+from engine.recipe_identity import MAX_REFERENCES
+from studio.controls import Controls
+from studio.uploads import stored_image
+
+TITLE = "Identity"
+FIELD = "identity.references"
+HINT = (
+    f"Photos of the person (up to {MAX_REFERENCES}; a clear face, roughly facing the camera). "
+    "Each image's largest face is compared with them: the score appears under the run report; "
+    "with no reference nothing is computed."
+)
+
+
+@dataclass
+class IdentityPanel:
+    """The accordion's components that are not bound recipe fields."""
+
+    upload: gr.File
+    gallery: gr.Gallery
+    clear: gr.Button
+
+
+def build_identity_accordion(controls: Controls, recipe: Recipe) -> IdentityPanel:
+    """Lay out the accordion (inside the current Tab context): the references, then PuLID."""
+    with gr.Accordion(TITLE, open=False, elem_id="ps-identity"):
+        gr.Markdown(HINT, elem_classes=["ps-hint"], elem_id="ps-identity-hint")
+        with gr.Row(equal_height=False):
+            # A file box, not gr.Image: the engine checks each photo and names it in its message.
+            upload = gr.File(
+                label="Add reference photos", file_types=["image"], file_count="multiple",
+                height=130, elem_id="ps-identity-upload",
+            )  # fmt: skip
+            gallery = gr.Gallery(
+                label=gallery_label(0), columns=MAX_REFERENCES, height=160, preview=False,
+                allow_preview=False, interactive=False, elem_id="ps-identity-references",
+            )  # fmt: skip
+        clear = gr.Button("Clear references", size="sm", elem_id="ps-identity-clear")
+        controls.add_in_row(recipe, "identity.pulid.enabled", "identity.pulid.weight")
+        controls.add_in_row(recipe, "identity.pulid.start", "identity.pulid.end")
+    return IdentityPanel(upload, gallery, clear)
+
+
+def gallery_label(count: int) -> str:
+    return f"Stored references ({count} of {MAX_REFERENCES})"
+
+
+def gallery_update(engine: Any, digests: Iterable[str]) -> Any:
+    """The gallery showing the stored photos `digests` (one missing from the store is left
+    out), its label counting them."""
+    shown = [(image, f"Reference {n}") for n, image in _images(engine, digests)]
+    return gr.update(value=shown, label=gallery_label(len(shown)))
+
+
+def _images(engine: Any, digests: Iterable[str]) -> list[tuple[int, Any]]:
+    images = ((n, stored_image(engine, digest)) for n, digest in enumerate(digests, 1))
+    return [(n, image) for n, image in images if image is not None]

@@ -1,0 +1,150 @@
+"""The Identity accordion's handlers, called directly: photos dropped on its box become the
+recipe's references and show in its gallery, the result on screen is re-scored in place,
+clearing forgets them, a restored recipe shows them, and a photo without a face leaves the
+references and the result on screen as they were."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from conftest import fresh_tiny_engine
+from photos import astronaut, six_people
+from studio.callbacks import StudioCallbacks
+from studio.controls import Controls
+from studio.identity_callbacks import ALREADY, IdentityCallbacks
+from studio.panels import color, identity, results
+from studio.session import Session
+
+SCORED = "Identity vs reference ("
+
+
+@dataclass
+class Page:
+    controls: Controls
+    state: gr.State
+    studio: StudioCallbacks
+    tab: IdentityCallbacks
+
+    def values(self, session: Session) -> dict[Any, Any]:
+        """What Gradio hands a handler: the session and the bound controls."""
+        return {self.state: session, **self.controls.updates(session.base)}
+
+    def shown(self, updates: dict[Any, Any]) -> tuple[str, int]:
+        """The gallery's label and how many photos it shows."""
+        gallery = updates[self.tab.panel.gallery]
+        return gallery["label"], len(gallery["value"])
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Page:
+    engine = fresh_tiny_engine(tmp_path_factory.mktemp("studio-identity"))
+    recipe = engine.default_recipe()
+    with gr.Blocks():
+        controls, state = Controls(), gr.State()
+        accordion = identity.build_identity_accordion(controls, recipe)
+        upload = color.build_color_tab(controls, recipe, engine.list_luts())
+        panel = results.build_results()
+        studio = StudioCallbacks(engine, controls, panel, state, upload)
+        callbacks = IdentityCallbacks(studio, accordion)
+        callbacks.wire()
+    return Page(controls, state, studio, callbacks)
+
+
+def saved(image: Image.Image, path: Path) -> str:
+    image.save(path)
+    return str(path)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> dict[str, str]:
+    return {
+        "me": saved(astronaut(), tmp_path / "astronaut.png"),
+        "others": saved(six_people(), tmp_path / "six.png"),
+        "wall": saved(Image.new("RGB", (160, 160), (120, 120, 120)), tmp_path / "wall.png"),
+    }
+
+
+def drop(page: Page, session: Session, *paths: str) -> dict[Any, Any]:
+    data = {**page.values(session), page.tab.panel.upload: list(paths)}
+    return page.tab.add_references(data)
+
+
+def graded(page: Page, session: Session, path: str) -> dict[Any, Any]:
+    """Grade `path` on the Color tab: the result on screen, scored when references exist."""
+    updates = page.studio.grade_upload({**page.values(session), page.studio.upload: path})
+    assert session.last is not None
+    return updates
+
+
+def test_two_photos_become_two_references_and_a_restored_recipe_shows_them(
+    page: Page, photos: dict[str, str]
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    updates = drop(page, session, photos["me"], photos["others"])
+    assert len(session.base.identity.references) == 2
+    assert page.shown(updates) == ("Stored references (2 of 4)", 2)
+    assert updates[page.tab.panel.upload] is None  # the box is ready for the next photo
+    assert "2 identity references stored" in updates[page.studio.panel.status]
+    assert drop(page, session, photos["me"])[page.studio.panel.status] == ALREADY
+    result = graded(page, session, photos["me"])
+    report = result[page.studio.panel.report]
+    assert SCORED in report and "image 1 " in report  # two people: the mean is not 1.000
+    restored = page.studio.restore(Session(base=page.studio.engine.default_recipe()),
+                                   session.last.files[0])  # fmt: skip
+    assert page.shown(restored) == ("Stored references (2 of 4)", 2)
+
+
+def test_adding_re_scores_the_result_in_place_and_clearing_forgets(
+    page: Page, photos: dict[str, str]
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    graded(page, session, photos["me"])
+    assert SCORED not in "\n".join(session.last.notes)  # no reference, nothing computed
+    updates = drop(page, session, photos["me"])
+    assert updates[page.studio.panel.status] == "Scored against 1 identity reference · change 1"
+    assert SCORED in updates[page.studio.panel.report]
+    assert "image 1 1.000" in updates[page.studio.panel.report]
+    assert page.shown(updates) == ("Stored references (1 of 4)", 1)
+    cleared = page.tab.clear_references(page.values(session))
+    assert SCORED not in cleared[page.studio.panel.report]
+    assert session.base.identity.references == ()
+    assert page.shown(cleared) == ("Stored references (0 of 4)", 0)
+
+
+def test_a_photo_without_a_face_is_refused_and_the_result_stays(
+    page: Page, photos: dict[str, str]
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    drop(page, session, photos["me"])
+    graded(page, session, photos["me"])
+    before, references = session.last, session.base.identity.references
+    updates = drop(page, session, photos["wall"])
+    error = updates[page.studio.panel.error]
+    assert error["visible"] and "Identity reference 2 has no face" in error["value"]
+    assert session.last is before and session.base.identity.references == references
+    assert page.studio.panel.current not in updates and page.tab.panel.gallery not in updates
+    assert updates[page.tab.panel.upload] is None
+
+
+def test_more_than_four_photos_are_refused(page: Page, photos: dict[str, str]) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    updates = drop(page, session, *[photos["me"]] * 5)
+    assert "At most 4 identity references" in updates[page.studio.panel.error]["value"]
+    assert session.base.identity.references == ()
+
+
+def test_generate_scores_its_image_against_the_references(
+    page: Page, photos: dict[str, str]
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    drop(page, session, photos["me"])
+    *_, done = page.studio.generate(page.values(session))
+    report = done[page.studio.panel.report]
+    assert SCORED in report and "image 1 " in report  # the tiny models draw noise: "no face"
+    assert session.last.rendered.identity.references == session.base.identity.references
