@@ -1,12 +1,13 @@
-"""The Identity accordion's bound fields (seed 002): PuLID-FLUX's switch, weight and window.
-The reference photos themselves are image digests with an upload box of their own
-(studio/panels/identity.py)."""
+"""The Identity accordion's bound fields (seed 002): PuLID-FLUX's switch, weight and window,
+and the pose ControlNet's. The reference photos are image digests with an upload box of their
+own (studio/panels/identity.py); the pose picture has one too, and its digest rides in a
+hidden bound box so that Generate and a restored recipe carry it like any other field."""
 
 from __future__ import annotations
 
 from studio.binding_row import Binding
 
-IDENTITY_BINDINGS: tuple[Binding, ...] = (
+PULID_BINDINGS: tuple[Binding, ...] = (
     Binding(
         "identity.pulid.enabled",
         "PuLID",
@@ -33,3 +34,41 @@ IDENTITY_BINDINGS: tuple[Binding, ...] = (
         "finishes naturally).",
     ),
 )
+
+POSE_BINDINGS: tuple[Binding, ...] = (
+    Binding(
+        "identity.pose.enabled",
+        "Pose ControlNet",
+        "Holds the body to the pose picture's OpenPose skeleton on the base pass (a union "
+        "ControlNet in OpenPose mode: InstantX / Shakker Union Pro). Needs a pose picture. "
+        "Acts from the next Generate.",
+    ),
+    Binding(
+        "identity.pose.controlnet",
+        "ControlNet file",
+        "File under controlnet/, empty = the first one.",
+    ),
+    Binding(
+        "identity.pose.strength",
+        "Pose strength",
+        "How hard the skeleton holds (seed 002: 0.85, to force the pose against prompt cues).",
+    ),
+    Binding(
+        "identity.pose.start",
+        "Start",
+        "Fraction of the sampling before the pose acts (seed 002: 0, active from step 0).",
+    ),
+    Binding(
+        "identity.pose.end",
+        "End",
+        "Fraction of the sampling after which the pose lets go (seed 002: 0.8, released "
+        "only at the tail).",
+    ),
+    Binding(
+        "identity.pose.image",
+        "Pose picture",
+        "The stored pose picture's digest (set by the upload box).",
+    ),
+)
+
+IDENTITY_BINDINGS: tuple[Binding, ...] = (*PULID_BINDINGS, *POSE_BINDINGS)

@@ -2,7 +2,9 @@
 the references (up to four), "Clear references" forgets them; either way the result on
 screen is re-run in place (only the identity score and what follows it run), and the
 references stay in the session's base recipe for the next Generate. A reference the engine
-cannot use (no face in it) leaves the references and the result on screen as they were."""
+cannot use (no face in it) leaves the references and the result on screen as they were.
+The pose picture dropped on its own box is checked, stored and kept (with its preview) in the
+base recipe's `identity.pose.image`; it acts from the next Generate, so nothing re-runs."""
 
 from __future__ import annotations
 
@@ -17,12 +19,18 @@ from engine.recipe_identity import MAX_REFERENCES
 from engine.recipe_json import set_path
 from studio.callbacks import MaybeRequest, StudioCallbacks, Updates
 from studio.panels import results as res
-from studio.panels.identity import FIELD, IdentityPanel, gallery_update
+from studio.panels.identity import (
+    FIELD,
+    POSE_FIELD,
+    IdentityPanel,
+    gallery_update,
+    pose_preview_update,
+)
 from studio.session import Session
 from studio.tab_events import on_in_place
 
 QUEUE = "identity"  # the accordion's own queue (studio/tab_events.py)
-PREFIX = "identity."  # no bound control lives here: a re-run keeps the result's own recipe
+PREFIX = "identity."  # a re-run keeps the result's own recipe but for these fields
 STORED = "{k} stored: the next image's face is scored (the figure shows under the report)."
 REMOVED = "Identity references removed: nothing is scored."
 RESCORED = "Scored against {k} · change {{n}}"
@@ -32,6 +40,8 @@ TOO_MANY = (
     "At most {max} identity references: {k} stored and {new} more dropped. Press "
     '"Clear references" first, or drop fewer photos.'
 )
+POSE_STORED = "Pose picture stored: the pose ControlNet uses it from the next Generate."
+POSE_REMOVED = "Pose picture removed: the pose ControlNet stays off from the next Generate."
 
 
 class IdentityCallbacks:
@@ -43,11 +53,20 @@ class IdentityCallbacks:
         studio.restore_listeners.append(self)
 
     def restored(self, recipe: Recipe) -> Updates:
-        """A restored recipe's references in the gallery (or none)."""
-        return {self.panel.gallery: gallery_update(self.studio.engine, recipe.identity.references)}
+        """A restored recipe's references in the gallery and its pose picture (or none)."""
+        engine = self.studio.engine
+        return {
+            self.panel.gallery: gallery_update(engine, recipe.identity.references),
+            self.panel.pose_preview: pose_preview_update(engine, recipe.identity.pose.image),
+        }
 
     def restore_outputs(self) -> list[gr.Component]:
-        return [self.panel.gallery]
+        return [self.panel.gallery, self.panel.pose_preview]
+
+    def pose_outputs(self) -> list[gr.Component]:
+        panel = self.panel
+        shown = [panel.pose_preview, panel.pose_digest, panel.pose_upload]
+        return [*shown, self.studio.panel.status, self.studio.panel.error]
 
     def outputs(self) -> list[gr.Component]:
         return [*res.regrade_outputs(self.studio.panel), self.panel.gallery, self.panel.upload]
@@ -105,11 +124,42 @@ class IdentityCallbacks:
         session.base = set_path(session.base, FIELD, list(references))
         return {**updates, **shown}
 
+    def add_pose(self, data: Mapping[gr.Component, Any]) -> Updates:
+        """Check and store the dropped pose picture as `identity.pose.image`; the box
+        empties for the next one."""
+        emptied = {self.panel.pose_upload: None}
+        try:
+            digest = self.studio.store_photo(data[self.panel.pose_upload], "The pose picture")
+        except StudioError as exc:
+            return {**self.studio.fail(exc, "Pose picture not stored."), **emptied}
+        if not digest:
+            return emptied
+        return {**self._use_pose(data[self.studio.state], digest), **emptied}
+
+    def clear_pose(self, data: Mapping[gr.Component, Any]) -> Updates:
+        """Forget the pose picture: the ControlNet has nothing to follow."""
+        return self._use_pose(data[self.studio.state], "")
+
+    def _use_pose(self, session: Session, digest: str) -> Updates:
+        """Keep `digest` in the session's base recipe and show it (the hidden bound box too,
+        so that the next Generate reads it)."""
+        session.base = set_path(session.base, POSE_FIELD, digest)
+        notice = POSE_STORED if digest else POSE_REMOVED
+        return {
+            **res.show_notice(self.studio.panel, notice),
+            self.panel.pose_preview: pose_preview_update(self.studio.engine, digest),
+            self.panel.pose_digest: digest,
+        }
+
     def wire(self) -> None:
         """Connect the accordion's events (inside the Blocks context)."""
         inputs = {self.studio.state, self.panel.upload}
         on_in_place(QUEUE, [self.panel.upload.upload], self.add_references, inputs, self.outputs())
         on_in_place(QUEUE, [self.panel.clear.click], self.clear_references, inputs, self.outputs())
+        pose = {self.studio.state, self.panel.pose_upload}
+        out = self.pose_outputs()
+        on_in_place(QUEUE, [self.panel.pose_upload.upload], self.add_pose, pose, out)
+        on_in_place(QUEUE, [self.panel.pose_clear.click], self.clear_pose, pose, out)
 
 
 def counted(references: tuple[str, ...]) -> str:

@@ -1,7 +1,8 @@
 """The Identity accordion's handlers, called directly: photos dropped on its box become the
 recipe's references and show in its gallery, the result on screen is re-scored in place,
 clearing forgets them, a restored recipe shows them, and a photo without a face leaves the
-references and the result on screen as they were."""
+references and the result on screen as they were. The pose picture is stored into
+`identity.pose.image` (for the next Generate), cleared, and shown again from a recipe."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import pytest
 from PIL import Image
 
 from conftest import fresh_tiny_engine
+from engine.recipe_identity import PoseParams
+from engine.recipe_json import field_paths, recipe_to_json, set_path
 from photos import astronaut, six_people
+from studio.bindings_identity import IDENTITY_BINDINGS
 from studio.callbacks import StudioCallbacks
 from studio.controls import Controls
-from studio.identity_callbacks import ALREADY, IdentityCallbacks
+from studio.identity_callbacks import ALREADY, POSE_REMOVED, POSE_STORED, IdentityCallbacks
 from studio.panels import color, identity, results
 from studio.session import Session
 
@@ -148,3 +152,47 @@ def test_generate_scores_its_image_against_the_references(
     report = done[page.studio.panel.report]
     assert SCORED in report and "image 1 " in report  # the tiny models draw noise: "no face"
     assert session.last.rendered.identity.references == session.base.identity.references
+
+
+def test_the_bindings_cover_every_pose_field() -> None:
+    pose = {path for path, _ in field_paths() if path.startswith("identity.pose.")}
+    assert len(pose) == len(PoseParams.__dataclass_fields__)
+    assert pose <= {row.path for row in IDENTITY_BINDINGS}
+    controlnet = next(r for r in IDENTITY_BINDINGS if r.path == "identity.pose.controlnet")
+    assert "empty = the first one" in controlnet.info
+
+
+def test_a_pose_picture_is_stored_cleared_and_restored(
+    page: Page, photos: dict[str, str], tmp_path: Path
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    panel = page.tab.panel
+    updates = page.tab.add_pose({**page.values(session), panel.pose_upload: photos["me"]})
+    digest = session.base.identity.pose.image
+    assert digest.startswith("sha256:")
+    assert updates[panel.pose_digest] == digest  # the hidden bound box: Generate reads it
+    assert updates[panel.pose_preview]["value"] is not None
+    assert updates[panel.pose_upload] is None
+    assert updates[page.studio.panel.status] == POSE_STORED
+    recipe = page.studio.controls.recipe(session.base, page.values(session))
+    assert recipe.identity.pose.image == digest
+    cleared = page.tab.clear_pose(page.values(session))
+    assert session.base.identity.pose.image == ""
+    assert cleared[panel.pose_digest] == "" and cleared[panel.pose_preview]["value"] is None
+    assert cleared[page.studio.panel.status] == POSE_REMOVED
+    stored = set_path(page.studio.engine.default_recipe(), "identity.pose.image", digest)
+    saved_recipe = tmp_path / "pose.json"
+    saved_recipe.write_text(recipe_to_json(stored))
+    restored = page.studio.restore(Session(base=page.studio.engine.default_recipe()),
+                                   str(saved_recipe))  # fmt: skip
+    assert restored[panel.pose_preview]["value"] is not None
+    assert restored[page.controls["identity.pose.image"]] == digest
+
+
+def test_a_file_that_is_not_a_picture_is_refused_as_a_pose(page: Page, tmp_path: Path) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    updates = page.tab.add_pose({**page.values(session), page.tab.panel.pose_upload: str(text)})
+    assert updates[page.studio.panel.error]["visible"]
+    assert session.base.identity.pose.image == "" and page.tab.panel.pose_preview not in updates

@@ -2,7 +2,9 @@
 the person, against which every render's largest face is scored (the figure shows under the
 run report). The photos are image digests kept in the session's base recipe
 (`identity.references`); the upload box only takes them in, one or several at a time, and
-the gallery shows what is stored.
+the gallery shows what is stored. Under PuLID, the pose ControlNet's group: its switch, file,
+strength and window, and one pose picture (an OpenPose skeleton image) taken in the same way
+into `identity.pose.image`, with a small preview.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ HINT = (
     "Each image's largest face is compared with them: the score appears under the run report; "
     "with no reference nothing is computed."
 )
+POSE_FIELD = "identity.pose.image"
+POSE_TITLE = "Pose (ControlNet)"
+POSE_HINT = (
+    "An OpenPose skeleton picture holds the body's pose on the base pass (a union ControlNet "
+    "in OpenPose mode: InstantX / Shakker Union Pro, under the models folder's controlnet/). "
+    "These settings act from the next Generate."
+)
 
 
 @dataclass
@@ -34,6 +43,10 @@ class IdentityPanel:
     upload: gr.File
     gallery: gr.Gallery
     clear: gr.Button
+    pose_upload: gr.File
+    pose_preview: gr.Image
+    pose_clear: gr.Button
+    pose_digest: gr.Textbox  # the hidden bound box holding identity.pose.image
 
 
 def build_identity_accordion(controls: Controls, recipe: Recipe) -> IdentityPanel:
@@ -53,7 +66,32 @@ def build_identity_accordion(controls: Controls, recipe: Recipe) -> IdentityPane
         clear = gr.Button("Clear references", size="sm", elem_id="ps-identity-clear")
         controls.add_in_row(recipe, "identity.pulid.enabled", "identity.pulid.weight")
         controls.add_in_row(recipe, "identity.pulid.start", "identity.pulid.end")
-    return IdentityPanel(upload, gallery, clear)
+        pose = _build_pose_group(controls, recipe)
+    return IdentityPanel(upload, gallery, clear, *pose)
+
+
+def _build_pose_group(
+    controls: Controls, recipe: Recipe
+) -> tuple[gr.File, gr.Image, gr.Button, gr.Textbox]:
+    """The pose ControlNet's group: bound settings, then the pose picture's box and preview."""
+    with gr.Group(elem_id="ps-identity-pose"):
+        gr.Markdown(f"**{POSE_TITLE}**  \n{POSE_HINT}", elem_classes=["ps-hint"])
+        controls.add_in_row(recipe, "identity.pose.enabled", "identity.pose.controlnet")
+        controls.add_in_row(
+            recipe, "identity.pose.strength", "identity.pose.start", "identity.pose.end"
+        )
+        with gr.Row(equal_height=False):
+            upload = gr.File(
+                label="Pose picture", file_types=["image"], file_count="single", height=130,
+                elem_id="ps-identity-pose-upload",
+            )  # fmt: skip
+            preview = gr.Image(
+                value=None, label="Stored pose picture", height=160, interactive=False,
+                elem_id="ps-identity-pose-preview",
+            )  # fmt: skip
+        clear = gr.Button("Clear pose picture", size="sm", elem_id="ps-identity-pose-clear")
+        digest = controls.add(POSE_FIELD, recipe, visible=False)
+    return upload, preview, clear, digest
 
 
 def gallery_label(count: int) -> str:
@@ -70,3 +108,8 @@ def gallery_update(engine: Any, digests: Iterable[str]) -> Any:
 def _images(engine: Any, digests: Iterable[str]) -> list[tuple[int, Any]]:
     images = ((n, stored_image(engine, digest)) for n, digest in enumerate(digests, 1))
     return [(n, image) for n, image in images if image is not None]
+
+
+def pose_preview_update(engine: Any, digest: str) -> Any:
+    """The preview of the stored pose picture `digest` (empty for none or a missing one)."""
+    return gr.update(value=stored_image(engine, digest))
