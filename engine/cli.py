@@ -13,6 +13,8 @@ from pathlib import Path
 
 from engine.engine import Engine, EngineConfig
 from engine.errors import Cancelled, StudioError
+from engine.identity_report import add_report_flags
+from engine.identity_report import main as identity_report
 from engine.models.manager import ModelConfig
 from engine.speed_options import add_speed_flags, run_budget, speed_settings
 
@@ -26,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-save", action="store_true", help="do not write PNGs")
     models = sub.add_parser("models", help="say which model files were found and where")
     add_engine_flags(models)
+    report = sub.add_parser("identity-report", help="seed 002's identity table over 4 setups")
+    add_report_flags(report)
+    add_engine_flags(report)
     return parser
 
 
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         print(engine.models_status())
         return 0
+    if args.command == "identity-report":
+        return identity_report(engine, args)
     failures = 0
     for path in args.recipes:
         line = render_one(engine, path, save=not args.no_save)
