@@ -19,6 +19,7 @@ from engine.errors import InputError, StudioError
 from engine.expression.models import ExpressionConfig, ExpressionModels
 from engine.faces.find import list_detector_files
 from engine.graph import StageContext, StageGraph
+from engine.identity.controlnet import find_controlnets
 from engine.identity.models import IdentityModels
 from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
@@ -301,6 +302,16 @@ class Engine:
     def list_upscalers(self) -> list[str]:
         """Upscale model files under <models>/upscale_models/ (empty without a models folder)."""
         return self.upscale_models.list_upscalers()
+
+    def list_controlnets(self) -> list[str]:
+        """FLUX.1 ControlNets under <models>/controlnet/ (names relative to it; empty without
+        a models folder, and in demo mode, where a tiny one serves)."""
+        models_dir = self.config.models.models_dir
+        if self.config.models.tiny or models_dir is None:
+            return []
+        found, _ = find_controlnets(models_dir)
+        root = models_dir / "controlnet"
+        return [spec.path.relative_to(root).as_posix() for spec in found if spec.path]
 
     def list_detectors(self) -> list[str]:
         """Detector files under <models>/ultralytics/ (bbox/, segm/, the folder itself)."""

@@ -46,7 +46,8 @@ POSE_BINDINGS: tuple[Binding, ...] = (
     Binding(
         "identity.pose.controlnet",
         "ControlNet file",
-        "File under controlnet/, empty = the first one.",
+        "The ControlNet file in the models folder's controlnet/ (the first one found when "
+        "none is picked).",
     ),
     Binding(
         "identity.pose.strength",

@@ -70,7 +70,9 @@ def build_ui(engine: Any) -> gr.Blocks:
                         references = redux.build_redux_tab(controls, recipe)
                     with gr.Tab(prompt.TITLE, id="prompt", elem_id="ps-tab-prompt"):
                         source = prompt.build_prompt_tab(controls, recipe, engine, effective)
-                        likeness = identity.build_identity_accordion(controls, recipe)
+                        likeness = identity.build_identity_accordion(
+                            controls, recipe, engine.list_controlnets()
+                        )
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
                         tab = settings.build_settings_tab(controls, recipe, presets)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):

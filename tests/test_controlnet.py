@@ -235,3 +235,17 @@ def test_a_controlnet_for_another_width_is_refused(transformer) -> None:
             build_tiny_controlnet(), torch.zeros(1, 48, 64), _step_inputs(),
             ControlParams(strength=1.0, mode=10), 0, 4,
         )  # fmt: skip
+
+
+def test_the_engine_lists_the_controlnets_of_its_models_folder(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    from engine.engine import Engine, EngineConfig
+    from engine.models.manager import ModelConfig
+
+    def engine(tiny: bool) -> Engine:
+        config = ModelConfig(models_dir=models_dir, tiny=tiny, device="cpu")
+        return Engine(EngineConfig(models=config, outputs_dir=tmp_path / "o", data_dir=tmp_path))
+
+    assert engine(tiny=False).list_controlnets() == [PRO2_NAME, "tiny-union"]
+    assert engine(tiny=True).list_controlnets() == []  # demo mode: the tiny one serves

@@ -29,6 +29,7 @@ HINT = (
 )
 POSE_FIELD = "identity.pose.image"
 POSE_TITLE = "Pose (ControlNet)"
+FIRST_CONTROLNET = ("(the first one found)", "")
 POSE_HINT = (
     "An OpenPose skeleton picture holds the body's pose on the base pass (a union ControlNet "
     "in OpenPose mode: InstantX / Shakker Union Pro, under the models folder's controlnet/). "
@@ -49,7 +50,9 @@ class IdentityPanel:
     pose_digest: gr.Textbox  # the hidden bound box holding identity.pose.image
 
 
-def build_identity_accordion(controls: Controls, recipe: Recipe) -> IdentityPanel:
+def build_identity_accordion(
+    controls: Controls, recipe: Recipe, controlnets: list[str] | None = None
+) -> IdentityPanel:
     """Lay out the accordion (inside the current Tab context): the references, then PuLID."""
     with gr.Accordion(TITLE, open=False, elem_id="ps-identity"):
         gr.Markdown(HINT, elem_classes=["ps-hint"], elem_id="ps-identity-hint")
@@ -66,17 +69,20 @@ def build_identity_accordion(controls: Controls, recipe: Recipe) -> IdentityPane
         clear = gr.Button("Clear references", size="sm", elem_id="ps-identity-clear")
         controls.add_in_row(recipe, "identity.pulid.enabled", "identity.pulid.weight")
         controls.add_in_row(recipe, "identity.pulid.start", "identity.pulid.end")
-        pose = _build_pose_group(controls, recipe)
+        pose = _build_pose_group(controls, recipe, controlnets or [])
     return IdentityPanel(upload, gallery, clear, *pose)
 
 
 def _build_pose_group(
-    controls: Controls, recipe: Recipe
+    controls: Controls, recipe: Recipe, controlnets: list[str]
 ) -> tuple[gr.File, gr.Image, gr.Button, gr.Textbox]:
     """The pose ControlNet's group: bound settings, then the pose picture's box and preview."""
     with gr.Group(elem_id="ps-identity-pose"):
         gr.Markdown(f"**{POSE_TITLE}**  \n{POSE_HINT}", elem_classes=["ps-hint"])
-        controls.add_in_row(recipe, "identity.pose.enabled", "identity.pose.controlnet")
+        with gr.Row():
+            controls.add("identity.pose.enabled", recipe)
+            files = [FIRST_CONTROLNET, *((name, name) for name in controlnets)]
+            controls.add("identity.pose.controlnet", recipe, choices=files)
         controls.add_in_row(
             recipe, "identity.pose.strength", "identity.pose.start", "identity.pose.end"
         )
