@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of bench/ at its full configuration on this machine's GPU, in one go
-# (at most 10 minutes, about 7 on an H100), then one table of all figures:
+# (the limits add up to about 20 minutes; run it in two calls where one is capped at 10), then
+# one table of all figures:
 #   bash bench/gpu.sh [RESULTS_DIR]      (default bench/results)
 # Logs and JSON land in RESULTS_DIR; the table is RESULTS_DIR/gpu-<GPU name>.md, for
 # BENCHMARKS.md to quote. Uses .venv/bin/python when there is one, else python3.
@@ -32,5 +33,6 @@ bench lora_switch 45 bench/lora_switch.py --device cuda --heads 24 --runs 5
 bench regrade 45 bench/regrade.py --runs 5
 bench expression 120 bench/expression.py --moves 20
 bench refine 180 bench/refine.py
+bench identity 150 bench/identity.py
 bench upscale 120 bench/upscale.py
 "$py" bench/gpu_table.py "$out"

@@ -1,6 +1,7 @@
 """One Markdown table of every GPU figure that bench/gpu.sh collected, for BENCHMARKS.md.
 
-Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch,expression,refine,upscale}.json
+Reads <dir>/{flux_speed,studio_memory,regrade,lora_switch,expression,refine,identity,
+upscale}.json
 (flux_speed.partial.json when the run was cut short), prints the table and writes it to
 <dir>/gpu-<GPU name>.md.
 Run: python bench/gpu_table.py bench/results
@@ -67,6 +68,7 @@ def other_rows(
     face: dict | None = None,
     refine: dict | None = None,
     upscale: dict | None = None,
+    identity: dict | None = None,
 ) -> list[str]:
     rows = ["| benchmark | figure |", "|---|---|"]
     if face:
@@ -80,6 +82,8 @@ def other_rows(
             f"{refine['tab_s']:.2f} s (one-region change {refine['change']['s']:.2f} s, "
             f"peak {refine['peak_memory_gb']:.1f} GB) |"
         )
+    if identity:
+        rows.append(identity_row(identity))
     if upscale:
         rows.append(upscale_row(upscale))
     if regrade and "cuda" in regrade:
@@ -94,6 +98,18 @@ def other_rows(
             f"({lora['ratio']:.1%}) |"
         )
     return rows
+
+
+def identity_row(ident: dict) -> str:
+    """PuLID and the pose ControlNet per step, next to the plain Flux step."""
+    step, ratios = ident["step_s"], ident["ratios"]
+    return (
+        f"| Identity per step, {ident['size']}², PuLID + pose ControlNet "
+        f"({ident['architecture']['controlnet']}) | plain {step['plain']:.3f} s, PuLID "
+        f"{step['pulid']:.3f} s ({ratios['pulid/plain']:.2f}×), ControlNet "
+        f"{step['controlnet']:.3f} s ({ratios['controlnet/plain']:.2f}×), both "
+        f"{step['both']:.3f} s ({ratios['both/plain']:.2f}×: +{ident['added']:.0%}) |"
+    )
 
 
 def upscale_row(up: dict) -> str:
@@ -133,6 +149,7 @@ def table(folder: Path) -> tuple[str, str]:
         load(folder, "expression"),
         load(folder, "refine"),
         load(folder, "upscale"),
+        load(folder, "identity"),
     )
     return device, "\n".join(lines) + "\n"
 
