@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of bench/ at its full configuration on this machine's GPU, in one go
-# (the limits add up to about 20 minutes; run it in two calls where one is capped at 10), then
-# one table of all figures:
+# (each bench has a time limit, about 20 minutes in all; on an H200 the first seven benches
+# took about 7), then one table of all figures:
 #   bash bench/gpu.sh [RESULTS_DIR]      (default bench/results)
 # Logs and JSON land in RESULTS_DIR; the table is RESULTS_DIR/gpu-<GPU name>.md, for
 # BENCHMARKS.md to quote. Uses .venv/bin/python when there is one, else python3.
