@@ -205,3 +205,19 @@ def build_studio_page(engine: Any, golden_seeds: Path) -> StudioPage:
         controls, tab, state, library, GoldenSeeds(golden_seeds), lora_files=engine.list_loras
     )
     return StudioPage(controls, state, tab, source, panel, studio, handlers)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any name lookup or connection fails the test (ultralytics, insightface and timm like to
+    download); modules that load model files use it for every test."""
+    attempts: list[tuple[Any, ...]] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(args)
+        raise OSError("the network is off in tests")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    yield
+    assert not attempts, f"tried to reach the network: {attempts}"

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import zipfile
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,20 +29,7 @@ from yolo_models import face_model, half_state, save_like_ultralytics
 
 CONFIDENCE = 0.5  # random weights score near 0.5 after zero_class_bias (see face_model)
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Any name lookup or connection fails the test (ultralytics likes to download)."""
-    attempts: list[tuple[Any, ...]] = []
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        attempts.append(args)
-        raise OSError("the network is off in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
-    assert not attempts, f"tried to reach the network: {attempts}"
+pytestmark = pytest.mark.usefixtures("no_network")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ YOLOv8-seg) loaded through the safe path, finding what ultralytics' own loader f
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -41,20 +39,7 @@ from yolo_models import half_state, save_like_ultralytics
 
 LOW_CONFIDENCE = 0.3
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Any name lookup or connection fails the test (ultralytics likes to download)."""
-    attempts: list[tuple[Any, ...]] = []
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        attempts.append(args)
-        raise OSError("the network is off in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
-    assert not attempts, f"tried to reach the network: {attempts}"
+pytestmark = pytest.mark.usefixtures("no_network")  # tests/conftest.py
 
 
 def found(x1: float, y1: float, x2: float, y2: float, score: float = 0.9) -> Detection:

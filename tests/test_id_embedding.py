@@ -5,8 +5,6 @@ for a photo without a face and for missing models. Every model is random and bui
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +55,7 @@ EVA_CLIP_NAMES = (
     ("attn.v_proj.bias", "attn.v_bias"),
 )
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    attempts: list[tuple[Any, ...]] = []
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        attempts.append(args)
-        raise OSError("the network is off in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
-    assert not attempts, f"tried to reach the network: {attempts}"
+pytestmark = pytest.mark.usefixtures("no_network")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
