@@ -23,6 +23,7 @@ from engine.budget import (
     estimate,
 )
 from engine.budget_finish import finishing_passes, finishing_variants
+from engine.budget_identity import identity_parts
 from engine.budget_upscale import upscale_passes, upscale_variants
 from engine.device_profile import device_profile, flux_shape, resident_gb, runtime_factors
 from engine.errors import StudioError
@@ -75,6 +76,8 @@ class RunGuard:
         found = estimate(recipe, shape, scaled, weights, work)
         finishing = finishing_passes(recipe, work.finishing, shape, scaled)
         finishing += upscale_passes(recipe, work.finishing, shape, scaled, work.tiled_vae)
+        if work.base:
+            finishing += identity_parts(recipe, shape, scaled)
         return dataclasses.replace(found, parts=found.parts + tuple(finishing))
 
     def check(self, recipe: Recipe, bundle: Any, pending: set[str]) -> RunEstimate:

@@ -93,3 +93,24 @@ def test_a_refine_over_the_budget_is_refused_with_the_region_to_switch_off(tmp_p
     message = str(refused.value)
     assert "face 1 detailer 1024×1024" in message
     assert "It would fit with: face detailer off" in message
+
+
+def test_pulid_and_the_pose_controlnet_add_their_share_of_the_base_pass():
+    from engine.budget_identity import CA_PARAMETERS, identity_parts
+
+    document = {
+        "settings": {"steps": 20},
+        "identity": {
+            "references": ["sha256:" + "a" * 64],
+            "pulid": {"enabled": True, "start": 0.0, "end": 0.5},
+            "pose": {"enabled": True, "image": "sha256:" + "b" * 64, "start": 0.0, "end": 1.0},
+        },
+    }
+    parts = {p.what: p for p in identity_parts(recipe_from_json(json.dumps(document)), FLUX, H200)}
+    tokens = 64 * 64
+    controlnet = 20 * (15 / 57) * flux_flops(tokens + 512, FLUX)
+    assert parts["pose ControlNet"].seconds == pytest.approx(controlnet / 7.0e14)
+    pulid = 20 * 0.5 * 20 * 2 * CA_PARAMETERS * tokens
+    assert parts["PuLID"].seconds == pytest.approx(pulid / 7.0e14)
+    assert all(p.stage == "base" and p.flops == 0 for p in parts.values())
+    assert identity_parts(Recipe(), FLUX, H200) == []
