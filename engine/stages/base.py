@@ -79,8 +79,9 @@ class BaseStage:
         apply_loras(ctx, bundle, p.loras, "transformer")
         control = pose_on(ctx, bundle, p)
         with pulid_on(ctx, bundle, p, upstream):
-            tokens = run_pass(ctx, self.name, bundle, conditioning(upstream), s, init, None,
-                              None, control)  # fmt: skip
+            tokens = run_pass(
+                ctx, self.name, bundle, conditioning(upstream), s, init, control=control
+            )
         return LatentResult(tokens, s.width, s.height)
 
 

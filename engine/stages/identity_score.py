@@ -77,8 +77,7 @@ class IdentityScoreStage:
             rgb = to_uint8(image.permute(1, 2, 0).float().cpu().numpy())
             face = largest_face(models, rgb)
             scores.append(None if face is None else self._score(encoder, rgb, face, reference))
-        scored = ScoredImages(images, scores, encoder.label, encoder.same_person)
-        return scored
+        return ScoredImages(images, scores, encoder.label, encoder.same_person)
 
     @staticmethod
     def _score(encoder, rgb: np.ndarray, face, reference: np.ndarray) -> float | None:
