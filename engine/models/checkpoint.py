@@ -2,7 +2,7 @@
 
 Scaled fp8 files (ComfyUI "fp8_scaled": a `scaled_fp8` marker and a `<layer>.scale_weight`
 or `<layer>.weight_scale` per Linear) are dequantised here, so every loader sees plain
-weights whatever the file stored.
+weights whatever the file stored. GGUF files (gguf.py) are refused by name or content.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+
+from engine.models.gguf import GGUF_REASON, is_gguf
 
 SUFFIXES = (".safetensors", ".sft")
 _SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
@@ -55,8 +57,15 @@ class Header:
         return max(numbers) + 1 if numbers else 0
 
 
+def is_scaled_fp8(header: Header) -> bool:
+    """Whether the file is ComfyUI "fp8_scaled" (a marker or per-layer weight scales)."""
+    return any(k.endswith(("scaled_fp8", *_SCALE_SUFFIXES)) for k in header.shapes)
+
+
 def read_header(path: Path) -> Header:
     """Read the header only; a truncated or foreign file raises CheckpointError."""
+    if is_gguf(path):  # by name, or by content under a .safetensors name
+        raise CheckpointError(GGUF_REASON)
     if path.suffix.lower() not in SUFFIXES:
         raise CheckpointError(f"is not a .safetensors/.sft file ({path.suffix or 'no suffix'})")
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.models.checkpoint import Header
+from engine.models.checkpoint import Header, is_scaled_fp8
 from engine.models.precision import SAFETENSORS_FP8
 
 # Anchor keys: a file is a candidate when one of them appears (after any prefix).
@@ -45,8 +45,9 @@ class Detected:
     prefix: str
     layout: str
     overrides: tuple[tuple[str, object], ...] = ()
-    file_fp8: str = ""
+    file_fp8: str = ""  # the fp8 dtype a file stores its Linear weights in ("" if none)
     variant: str = ""
+    fp8_scaled: bool = False  # ComfyUI "fp8_scaled": weights carry a scale, dequantised on load
 
     def dims(self) -> dict[str, object]:
         return dict(self.overrides)
@@ -137,6 +138,7 @@ def _transformer(
         overrides=tuple(sorted(overrides.items())),
         file_fp8=SAFETENSORS_FP8.get(header.dtypes[anchor], ""),
         variant="dev" if overrides["guidance_embeds"] else "schnell",
+        fp8_scaled=is_scaled_fp8(header),
     )
 
 
@@ -176,7 +178,8 @@ def detect_clip(header: Header) -> Detected | str:
 
 
 def detect_t5(header: Header) -> Detected | str:
-    """A T5 encoder in transformers layout (ComfyUI's t5xxl_*.safetensors), or why not."""
+    """A T5 encoder in transformers layout (ComfyUI's t5xxl_*.safetensors: fp16, fp8_e4m3fn
+    and fp8_e4m3fn_scaled), or why not."""
     prefix = header.prefix_of(_T5_ANCHOR)
     if prefix is None:
         return "not a T5 encoder"
@@ -196,7 +199,10 @@ def detect_t5(header: Header) -> Detected | str:
         return f"a T5 encoder of width {width} / vocabulary {vocab}, not T5-XXL"
     layers = header.count_blocks(f"{prefix}encoder.block.")
     overrides = (("d_model", width), ("num_layers", layers))
-    return Detected("t5", family, prefix, "transformers", overrides)
+    fp8 = SAFETENSORS_FP8.get(header.dtypes[f"{prefix}{_T5_ANCHOR}"], "")
+    return Detected(
+        "t5", family, prefix, "transformers", overrides, fp8, fp8_scaled=is_scaled_fp8(header)
+    )
 
 
 DETECTORS = {

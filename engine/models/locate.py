@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from engine.errors import ModelNotFoundError
+from engine.errors import InputError, ModelNotFoundError
 from engine.models.checkpoint import SUFFIXES, CheckpointError, read_header
 from engine.models.detect import (
     CLIP_WIDTHS,
@@ -21,6 +21,7 @@ from engine.models.detect import (
     VAE_WIDTHS,
     Detected,
 )
+from engine.models.gguf import GGUF_REASON, GGUF_SUFFIX, gguf_message, has_gguf_magic
 from engine.models.specs import (
     COMPONENT_NAMES,
     Trail,
@@ -67,13 +68,15 @@ def find_in_comfy(models_dir: Path, component: str, name: str, trail: Trail) -> 
         trail.place(str(folder) + ("" if folder.is_dir() else " (missing)"))
     if name:
         return _named_comfy_file(models_dir, folders, component, name, trail)
+    found = None
     for path in _candidates(folders, component):
         spec = _comfy_spec(models_dir, path, component)
         if isinstance(spec, WeightSpec):
-            return spec
+            found = spec
+            break
         trail.reject(path, spec)
-    _note_gguf(folders, trail)
-    return None
+    _note_gguf(folders, trail)  # also when a usable file was found: `engine models` lists them
+    return found
 
 
 def _named_comfy_file(
@@ -86,6 +89,8 @@ def _named_comfy_file(
                 f"The {COMPONENT_NAMES[component]} name {name!r} must be a file name inside "
                 f"the models folder ({', '.join(str(f) for f in folders)})."
             )
+        if path.suffix.lower() == GGUF_SUFFIX or (path.is_file() and has_gguf_magic(path)):
+            raise InputError(gguf_message([name], component))
         if not path.is_file():
             continue
         spec = _comfy_spec(models_dir, path, component)
@@ -112,12 +117,31 @@ def _candidates(folders: list[Path], component: str) -> list[Path]:
 
 def _note_gguf(folders: list[Path], trail: Trail) -> None:
     """GGUF files are common for Flux; say why they were passed over instead of ignoring them."""
-    for folder in folders:
-        if folder.is_dir():
-            for path in sorted(folder.rglob("*.gguf")):
-                trail.reject(
-                    path, "is a GGUF file, which this studio cannot load (use .safetensors)"
-                )
+    for path in _gguf_named(folders):
+        trail.reject(path, GGUF_REASON)
+
+
+def _gguf_named(folders: list[Path]) -> list[Path]:
+    """Files named *.gguf (any case) in the folders and below, sorted."""
+    found = {
+        path
+        for folder in folders
+        if folder.is_dir()
+        for path in folder.rglob("*")
+        if path.suffix.lower() == GGUF_SUFFIX and path.is_file()
+    }
+    return sorted(found)
+
+
+def comfy_gguf_files(models_dir: Path, component: str) -> list[Path]:
+    """The GGUF files (by name or by content) in a component's own ComfyUI folders: what a
+    "nothing usable found" message names. checkpoints/ counts for the transformer only, and
+    text encoders are told apart by name ("t5" / "clip")."""
+    subs = [s for s in COMFY_FOLDERS[component] if component == "transformer" or s != "checkpoints"]
+    folders = [models_dir / sub for sub in subs]
+    found = _gguf_named(folders) + [p for p in _candidates(folders, component) if has_gguf_magic(p)]
+    other = {"clip": "t5", "t5": "clip"}.get(component)
+    return [p for p in found if other is None or other not in p.name.lower()]
 
 
 def _comfy_spec(models_dir: Path, path: Path, component: str) -> WeightSpec | str:

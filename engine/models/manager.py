@@ -25,6 +25,7 @@ from engine.models.precision import (
     apply_t5_fp8_storage,
     apply_weight_storage,
     compute_dtype_for,
+    keeps_t5_fp8,
     pick_device,
     precision_path,
     storage_dtype,
@@ -192,14 +193,15 @@ class ModelManager:
         load = {"vae": loaders.load_vae, "clip": loaders.load_clip, "t5": loaders.load_t5}
         model = load[component](spec, dtype)
         if component == "t5" and self._keeps_fp8(spec):
-            apply_t5_fp8_storage(model, dtype)  # an fp8 T5 file stays fp8, as in ComfyUI
+            apply_t5_fp8_storage(model, dtype)  # a plain fp8 T5 file stays fp8, as in ComfyUI
         if component == "vae" and self.memory.tiled_vae:
             model.enable_tiling()
         return model.to(home_device(self.memory, self.device, component))
 
     def _keeps_fp8(self, spec: WeightSpec) -> bool:
-        """An fp8 file on a GPU: its weights stay fp8 (a CPU computes in fp32 anyway)."""
-        return self.device.type == "cuda" and bool(spec.detected and spec.detected.file_fp8)
+        """A plain fp8 T5 file on a GPU: its weights stay fp8 (a CPU computes in fp32 anyway)."""
+        found = spec.detected
+        return found is not None and keeps_t5_fp8(found.file_fp8, found.fp8_scaled, self.device)
 
     def fill_spec(self) -> WeightSpec | None:
         """The FLUX.1 Fill file the models folder has (the tiny one in demo mode), or None."""
@@ -294,8 +296,22 @@ class ModelManager:
             return f"No usable Flux weights yet. {exc}"
         return (
             f"Flux weights found: {files.label}. Transformer precision {files.weight_dtype} "
-            f"({files.precision}) on {self.device.type}. {found.summary()}"
+            f"({files.precision}) on {self.device.type}.{self._t5_precision(files)} "
+            f"{found.summary()}"
         )
+
+    def _t5_precision(self, files: FluxFiles) -> str:
+        """' T5-XXL file in fp8_e4m3fn (scaled), ...' for an fp8 T5 file, else ''."""
+        found = files.spec("t5").detected
+        if found is None or not found.file_fp8:
+            return ""
+        if keeps_t5_fp8(found.file_fp8, found.fp8_scaled, self.device):
+            kept = "kept in fp8"
+        else:
+            compute = compute_dtype_for(self.device, files.weight_dtype)
+            kept = f"dequantised to {str(compute).removeprefix('torch.')}"
+        scaled = " (scaled)" if found.fp8_scaled else ""
+        return f" T5-XXL file in {found.file_fp8}{scaled}, {kept}."
 
     def load_counts(self) -> dict[str, int]:
         """How many times each component was actually loaded (not served warm)."""

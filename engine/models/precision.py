@@ -178,7 +178,22 @@ def _cast_layers(
 
 # transformers' T5 feed-forward casts its input to the dtype of `wo`'s weight (kept in fp32 by
 # _keep_in_fp32_modules in fp16 setups): an fp8-stored `wo` would get fp8 activations.
-T5_HIGH_PRECISION_PATTERNS = (*HIGH_PRECISION_PATTERNS, r"\.wo$", "shared", "relative_attention")
+# `encoder.embed_tokens` is `shared` under a second name: both stay out of fp8.
+T5_HIGH_PRECISION_PATTERNS = (
+    *HIGH_PRECISION_PATTERNS,
+    r"\.wo$",
+    "shared",
+    "embed_tokens",
+    "relative_attention",
+)
+
+
+def keeps_t5_fp8(file_fp8: str, scaled: bool, device: torch.device) -> bool:
+    """Whether a T5 file's fp8 weights stay fp8 in memory: on a GPU, for plain e4m3fn files,
+    whose values come back exactly. A scaled file's weights (fp8 values x a scale) are off the
+    fp8 grid, and stored as plain e4m3fn again most T5-XXL weights (|w| < 2^-6) would fall into
+    fp8's coarse subnormal range: those stay in the compute dtype, as on a CPU."""
+    return device.type == "cuda" and file_fp8 == "fp8_e4m3fn" and not scaled
 
 
 def apply_t5_fp8_storage(t5: torch.nn.Module, compute: torch.dtype) -> None:

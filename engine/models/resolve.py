@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.errors import ModelNotFoundError
-from engine.models.locate import find_in_comfy, find_in_diffusers, find_in_hub
+from engine.models.gguf import gguf_message
+from engine.models.locate import comfy_gguf_files, find_in_comfy, find_in_diffusers, find_in_hub
 from engine.models.locate_text import find_tokenizer
 from engine.models.precision import resolve_weight_dtype
 from engine.models.specs import COMPONENT_NAMES, Trail, WeightSpec
@@ -110,6 +111,10 @@ def _find_weights(config: ModelConfig, component: str, name: str, trail: Trail) 
         spec = find_in_hub(config.repo_id, component, config.hub_cache_dir, trail)
         if spec is not None:
             return spec
+    gguf = comfy_gguf_files(models_dir, component) if models_dir is not None else []
+    if gguf:  # say plainly why the file the person put there is not used
+        names = [path.name for path in gguf]
+        raise trail.error(f"No {what} found. {gguf_message(names, component)}")
     raise trail.error(f"No {what} found.")
 
 

@@ -22,8 +22,9 @@ COMPONENT_NAMES = {
 HOW_TO_GET_WEIGHTS = (
     "To get weights: put the Flux files in a ComfyUI-style models folder (diffusion_models/ "
     "or unet/: e.g. flux1-dev-fp8.safetensors; vae/: ae.safetensors or ae.sft; text_encoders/ "
-    "or clip/: clip_l.safetensors and t5xxl_fp16.safetensors; the tokenizers come with a "
-    "ComfyUI install next to that folder), or point the studio at a diffusers FLUX.1 folder, "
+    "or clip/: clip_l.safetensors and t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn(_scaled)"
+    ".safetensors; the tokenizers come with a ComfyUI install next to that folder; GGUF files "
+    "are not supported), or point the studio at a diffusers FLUX.1 folder, "
     "or give a Hugging Face repo id (e.g. black-forest-labs/FLUX.1-dev, a gated repo: accept "
     "its licence and log in) to download on first use while online. Run with --tiny for the "
     "labelled demo on tiny random models."

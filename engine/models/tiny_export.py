@@ -6,7 +6,8 @@ models folder, so tests run the same discovery and loading code as real files. D
 BFL-layout transformer converter is written for the real width (3072), so the tiny
 transformer file keeps the diffusers key layout (under ComfyUI's "model.diffusion_model."
 prefix); the VAE is written in the original LDM layout of ae.safetensors, which diffusers
-converts at any width.
+converts at any width. The transformer and the T5 can be written in ComfyUI's fp8 layouts
+(plain e4m3fn, or scaled with a float32 scale_weight per Linear).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ FLUX_SCHEDULER = {
     "max_image_seq_len": 4096,
 }
 TRANSFORMER_FORMATS = ("fp32", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_scaled")
+# ComfyUI's T5-XXL files: t5xxl_fp16, t5xxl_fp8_e4m3fn and t5xxl_fp8_e4m3fn_scaled.
+T5_FORMATS = ("fp32", "fp8_e4m3fn", "fp8_e4m3fn_scaled")
 COMFY_PREFIX = "model.diffusion_model."
 
 
@@ -59,19 +62,24 @@ def save_tiny_diffusers(folder: Path) -> Path:
     return Path(folder)
 
 
-def save_tiny_comfy(models_dir: Path, transformer_format: str = "fp32") -> TinyComfyFiles:
+def save_tiny_comfy(
+    models_dir: Path, transformer_format: str = "fp32", t5_format: str = "fp32"
+) -> TinyComfyFiles:
     """Save the tiny models as ComfyUI files; tokenizers go to <models_dir>/../comfy/."""
     if transformer_format not in TRANSFORMER_FORMATS:
         raise ValueError(f"transformer_format must be one of {TRANSFORMER_FORMATS}")
+    if t5_format not in T5_FORMATS:
+        raise ValueError(f"t5_format must be one of {T5_FORMATS}")
     parts = build_tiny_components()
     models_dir = Path(models_dir)
     suffix = "" if transformer_format == "fp32" else f"-{transformer_format}"
+    t5_suffix = "" if t5_format == "fp32" else f"_{t5_format}"
     install = models_dir.parent / "comfy"
     files = TinyComfyFiles(
         transformer=models_dir / "diffusion_models" / f"flux1-tiny{suffix}.safetensors",
         vae=models_dir / "vae" / "ae-tiny.safetensors",
         clip=models_dir / "text_encoders" / "clip_l-tiny.safetensors",
-        t5=models_dir / "text_encoders" / "t5xxl-tiny.safetensors",
+        t5=models_dir / "text_encoders" / f"t5xxl-tiny{t5_suffix}.safetensors",
         clip_tokenizer=install / "sd1_tokenizer",
         t5_tokenizer=install / "text_encoders" / "t5_tokenizer",
     )
@@ -81,7 +89,7 @@ def save_tiny_comfy(models_dir: Path, transformer_format: str = "fp32") -> TinyC
     _save({"text_model." + k: v for k, v in parts["text_encoder"].state_dict().items()}, files.clip)
     t5 = parts["text_encoder_2"].state_dict()
     t5.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight, as in t5xxl files
-    _save(t5, files.t5)
+    _save(quantise_t5(t5, t5_format), files.t5)
     save_clip_vocab(files.clip_tokenizer)
     parts["tokenizer_2"].save_pretrained(str(files.t5_tokenizer))
     return files
@@ -123,6 +131,29 @@ def quantise(state: dict, fmt: str) -> dict:
             out[key] = tensor.to(dtype)
     if scaled:
         out["scaled_fp8"] = torch.empty(0, dtype=dtype)  # ComfyUI's format marker
+    return out
+
+
+def is_t5_linear(key: str) -> bool:
+    """The T5 encoder's Linear weights (attention q/k/v/o, feed-forward wi/wo); not the token
+    embedding, the relative attention bias or the layer norms."""
+    if not key.endswith(".weight") or "relative_attention_bias" in key:
+        return False
+    return ".SelfAttention." in key or ".DenseReluDense." in key
+
+
+def quantise_t5(state: dict, fmt: str, others: torch.dtype = torch.float16) -> dict:
+    """A T5 state dict as ComfyUI's t5xxl files store it: Linear weights in fp8 (scaled: with
+    a float32 `scale_weight` and `scale_input` per Linear and the `scaled_fp8` marker), every
+    other tensor in `others` (fp16). fp32 is returned unchanged."""
+    if fmt == "fp32":
+        return dict(state)
+    linears = {k: v for k, v in state.items() if is_t5_linear(k)}
+    out = {k: v.to(others) for k, v in state.items() if k not in linears}
+    out.update(quantise(linears, fmt))
+    if fmt.endswith("_scaled"):
+        for key in linears:
+            out[key[: -len("weight")] + "scale_input"] = torch.ones((), dtype=torch.float32)
     return out
 
 
