@@ -144,7 +144,8 @@ def estimate(
     parts: list[PassCost] = []
     if work.base and recipe.source.kind != "image":
         evals = evaluations(recipe.settings.sampler, recipe.settings.steps, recipe.settings.cfg)
-        parts.append(flux_pass("base", width, height, batch, evals, shape, device))
+        base_shape = with_region_tokens(recipe, shape)
+        parts.append(flux_pass("base", width, height, batch, evals, base_shape, device))
     if work.latent and recipe.latent.enabled and recipe.source.kind != "image":
         width = round_to_grid(width * recipe.latent.upscale)
         height = round_to_grid(height * recipe.latent.upscale)
@@ -154,6 +155,15 @@ def estimate(
     if work.decode and recipe.source.kind != "image":
         parts.append(decode_cost(width, height, batch, shape, device, work.tiled_vae))
     return RunEstimate(device.name, weights_gb, tuple(parts))
+
+
+def with_region_tokens(recipe: Recipe, shape: FluxShape) -> FluxShape:
+    """The base pass's shape with each region's T5 tokens added to the text tokens."""
+    regions = recipe.regions
+    if not regions.active():
+        return shape
+    extra = regions.count() * (regions.text_tokens or shape.text_tokens)
+    return dataclasses.replace(shape, text_tokens=shape.text_tokens + extra)
 
 
 def flux_flops(tokens: int, shape: FluxShape, linear: float = 1.0, attention: float = 1.0):

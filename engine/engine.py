@@ -21,6 +21,7 @@ from engine.faces.find import list_detector_files
 from engine.graph import StageContext, StageGraph
 from engine.identity.controlnet import find_controlnets
 from engine.identity.models import IdentityModels
+from engine.identity.pose_json import POSE_JSON_NAME, pose_json_png
 from engine.images import ImageStore, tensor_to_pil
 from engine.lora import LORA_LIBRARY, TURBO_LORA, LoraStack
 from engine.metadata import read_recipe_file
@@ -33,10 +34,11 @@ from engine.recipe import ModelParams, Recipe
 from engine.redux.models import ReduxConfig, ReduxModelManager
 from engine.refine.models import RefineModels
 from engine.refine.result import RefinedImages, images_of
+from engine.regions.preview import region_preview
 from engine.run_guard import HEAVY_STAGES, RunGuard
 from engine.runtypes import CancelToken, Progress, ProgressFn, RunReport
 from engine.settled_writer import SettledWriter
-from engine.sizes import size_notes
+from engine.sizes import render_size, size_notes
 from engine.stage_images import StageImages
 from engine.stage_list import FINAL_STAGE, IMAGE_STAGES, build_stages
 from engine.stages.identity_score import STAGE as IDENTITY_STAGE
@@ -247,6 +249,12 @@ class Engine:
         """Check and store an uploaded image; returns its content digest."""
         return self.images.put(data, name)
 
+    def store_pose_json(self, data: bytes, recipe: Recipe) -> str:
+        """Draw an OpenPose keypoint JSON's skeleton at `recipe`'s render size and store the
+        picture; returns its digest (InputError says what is wrong with the JSON)."""
+        picture = pose_json_png(data, *render_size(recipe.prompt))
+        return self.store_image(picture, POSE_JSON_NAME)
+
     def load_image(self, digest: str) -> Image.Image:
         """A stored upload by its digest (InputError when the store does not have it)."""
         return self.images.load(digest)
@@ -302,6 +310,10 @@ class Engine:
     def list_upscalers(self) -> list[str]:
         """Upscale model files under <models>/upscale_models/ (empty without a models folder)."""
         return self.upscale_models.list_upscalers()
+
+    def region_preview(self, recipe: Recipe, picture: Image.Image | None = None) -> Image.Image:
+        """The regions' masks over the render canvas (Regions panel), over `picture` or grey."""
+        return region_preview(recipe, self.images.load, picture)
 
     def list_controlnets(self) -> list[str]:
         """FLUX.1 ControlNets under <models>/controlnet/ (names relative to it; empty without

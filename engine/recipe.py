@@ -14,6 +14,7 @@ from engine.input_limits import DIGEST, MAX_PROMPT_CHARS, PLAIN_NAME, RELATIVE_N
 from engine.recipe_identity import IdentityParams
 from engine.recipe_lora import MAX_SEED, SAMPLERS, SCHEDULERS, LoraSlot
 from engine.recipe_refine import RefineParams
+from engine.recipe_regions import RegionsParams
 from engine.recipe_upscale import UpscaleParams
 
 # 2: one Refine detailer per region (engine/recipe_refine.py); 3: two Upscale passes and the
@@ -259,6 +260,7 @@ class Recipe:
     source: SourceParams = field(default_factory=SourceParams)
     redux: ReduxParams = field(default_factory=ReduxParams)
     prompt: PromptParams = field(default_factory=PromptParams)
+    regions: RegionsParams = field(default_factory=RegionsParams)
     settings: SettingsParams = field(default_factory=SettingsParams)
     latent: LatentParams = field(default_factory=LatentParams)
     expression: ExpressionParams = field(default_factory=ExpressionParams)

@@ -16,12 +16,15 @@ MAX_REFERENCES = 4
 class PulidParams:
     """PuLID-FLUX on the base pass (ComfyUI-PuLID-Flux's weight, start_at, end_at). The
     defaults are seed 002's tuned v3: weight 0.4 ("high weight drowned the LoRA"), start
-    0.15 (the LoRA builds the composition first), end 0.9 (skin detail finishes freely)."""
+    0.15 (the LoRA builds the composition first), end 0.9 (skin detail finishes freely).
+    `finishing`: also on the latent, Refine and Upscale passes, as a PuLID-patched model
+    feeds every sampler in ComfyUI (each pass with the same weight and window)."""
 
     enabled: bool = False
     weight: float = bounded(0.4, 0.0, 5.0, 0.05)
     start: float = bounded(0.15, 0.0, 1.0, 0.01)
     end: float = bounded(0.9, 0.0, 1.0, 0.01)
+    finishing: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +53,10 @@ class IdentityParams:
     def pulid_active(self) -> bool:
         """PuLID acts when it is on and there is a reference to take the face from."""
         return self.pulid.enabled and bool(self.references) and self.pulid.weight > 0
+
+    def pulid_finishing(self) -> bool:
+        """PuLID also acts on the latent, Refine and Upscale passes."""
+        return self.pulid_active() and self.pulid.finishing
 
     def pose_active(self) -> bool:
         """The ControlNet acts when it is on, has a pose picture and a strength."""

@@ -23,7 +23,7 @@ from engine.budget import (
     estimate,
 )
 from engine.budget_finish import finishing_passes, finishing_variants
-from engine.budget_identity import identity_parts
+from engine.budget_identity import identity_parts, pulid_finishing_parts
 from engine.budget_upscale import upscale_passes, upscale_variants
 from engine.device_profile import device_profile, flux_shape, resident_gb, runtime_factors
 from engine.errors import StudioError
@@ -78,6 +78,7 @@ class RunGuard:
         finishing += upscale_passes(recipe, work.finishing, shape, scaled, work.tiled_vae)
         if work.base:
             finishing += identity_parts(recipe, shape, scaled)
+        finishing += pulid_finishing_parts(recipe, work, shape, scaled)
         return dataclasses.replace(found, parts=found.parts + tuple(finishing))
 
     def check(self, recipe: Recipe, bundle: Any, pending: set[str]) -> RunEstimate:

@@ -28,6 +28,8 @@ EXPECTED = {
     "turbo_quality",
     "turbo_premium",
     "speed_mode",
+    "two_characters",
+    "two_characters_fast",
 }
 TURBO = "FLUX.1-Turbo-Alpha.safetensors"
 # seed 004's tier table: steps, true CFG, Turbo LoRA strength
@@ -130,6 +132,24 @@ def test_speed_mode_follows_the_two_character_workflow(presets: dict[str, Recipe
     )
     assert (recipe.prompt.width, recipe.prompt.height) == (768, 768)
     assert recipe.model == Recipe().model  # files are the person's choice (README)
+
+
+def test_two_character_presets_switch_regions_on_with_the_seeds_blur(
+    presets: dict[str, Recipe],
+) -> None:
+    quality, fast = presets["two_characters"], presets["two_characters_fast"]
+    assert (quality.regions.enabled, quality.regions.layout, quality.regions.blur) == (
+        True,
+        "left_right",
+        48.0,
+    )
+    assert (quality.prompt.width, quality.settings.steps, quality.settings.scheduler) == (
+        896,
+        24,
+        "simple",
+    )
+    assert (fast.regions.blur, fast.prompt.width, fast.settings.steps) == (32.0, 768, 18)
+    assert quality.regions.regions == Recipe().regions.regions  # the person's regions stay
 
 
 def sampler_setup(recipe: Recipe) -> tuple:

@@ -62,6 +62,16 @@ def test_estimate_counts_steps_cfg_batch_and_two_eval_samplers():
     assert four.parts[0].flops == pytest.approx(one.parts[0].flops * 2 * 2 * 4)
 
 
+def test_regions_add_their_text_tokens_to_the_base_pass():
+    work = Workload(latent=False, decode=False)
+    regions = {"regions.enabled": True, "regions.text_tokens": 128}
+    two = estimate(small(**regions), FLUX, H200, 12.0, work)
+    tokens = (128 // 16) ** 2 + 512 + 2 * 128
+    assert two.parts[0].flops == pytest.approx(2 * flux_flops(tokens, FLUX))
+    full = estimate(small(**{"regions.enabled": True}), FLUX, H200, 12.0, work)
+    assert full.parts[0].flops == pytest.approx(2 * flux_flops(64 + 3 * 512, FLUX))
+
+
 def test_latent_pass_runs_at_the_upscaled_size_with_its_own_steps():
     recipe = small(**{"latent.enabled": True, "latent.upscale": 2.0, "latent.speed_accuracy": 0.5})
     found = estimate(recipe, FLUX, H200, 12.0, Workload(base=False, decode=False))

@@ -58,11 +58,37 @@ class FluxDenoiser:
     concat: torch.Tensor | None = None
     # (the call's transformer inputs, sigma) -> more inputs, e.g. a ControlNet's residuals
     control: Callable[[dict, torch.Tensor], dict] | None = None
+    # (sigma_lo, sigma_hi]: where the embeddings' regional mask acts (None: never)
+    region_window: tuple[float, float] | None = None
     # (token_bias, image tokens, device) -> mask; not an init field, so replace() starts afresh
     _mask: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
-    def attention_mask(self, image_tokens: int, device: torch.device) -> torch.Tensor | None:
-        """The additive attention mask for the embeddings' token bias, or None without one."""
+    def attention_mask(
+        self, image_tokens: int, device: torch.device, sigma: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The additive attention mask: the regional one inside its sigma window (with the
+        token bias added), else the token bias's; None without either."""
+        biased = self._bias_mask(image_tokens, device)
+        regional = self._regional_mask(image_tokens, device, sigma)
+        if regional is None or biased is None:
+            return biased if regional is None else regional
+        return regional + biased
+
+    def _regional_mask(
+        self, image_tokens: int, device: torch.device, sigma: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        layout, window = self.embeddings.regions, self.region_window
+        if layout is None or window is None or sigma is None:
+            return None
+        if not window[0] < float(sigma.reshape(-1)[0]) <= window[1]:
+            return None
+        if layout.image_tokens != image_tokens:
+            raise ValueError(
+                f"regions laid out over {layout.image_tokens} image tokens, sampling {image_tokens}"
+            )
+        return layout.attention_mask(self.dtype, device)
+
+    def _bias_mask(self, image_tokens: int, device: torch.device) -> torch.Tensor | None:
         bias = self.embeddings.token_bias
         if bias is None:
             return None
@@ -96,7 +122,7 @@ class FluxDenoiser:
             inputs["guidance"] = torch.full(
                 (batch,), self.guidance, device=x.device, dtype=torch.float32
             )
-        mask = self.attention_mask(x.shape[1], x.device)
+        mask = self.attention_mask(x.shape[1], x.device, sigma)
         if mask is not None:
             inputs["joint_attention_kwargs"] = {"attention_mask": mask}
         if self.control is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -26,6 +27,7 @@ class PromptEmbeddings:
     tokens: torch.Tensor
     pooled: torch.Tensor
     token_bias: torch.Tensor | None = None
+    regions: Any = None  # engine.regions.layout.RegionalLayout: the regional attention
 
 
 def _token_count(tokenizer, text: str) -> int:
@@ -33,10 +35,14 @@ def _token_count(tokenizer, text: str) -> int:
 
 
 @torch.inference_mode()
-def encode_prompt(bundle, prompt: str) -> tuple[PromptEmbeddings, list[str]]:
+def encode_prompt(
+    bundle, prompt: str, t5_length: int | None = None
+) -> tuple[PromptEmbeddings, list[str]]:
     """Encode one prompt; the notes say when an encoder truncated it. The text encoders must
-    be on bundle.device (see text_encoders_on_device)."""
+    be on bundle.device (see text_encoders_on_device). `t5_length` pads / cuts T5 to another
+    length than the model's (a region's prompt)."""
     device = bundle.device
+    t5_length = t5_length or bundle.t5_max_length
     clip_ids = bundle.clip_tokenizer(
         prompt,
         padding="max_length",
@@ -48,14 +54,14 @@ def encode_prompt(bundle, prompt: str) -> tuple[PromptEmbeddings, list[str]]:
     t5_ids = bundle.t5_tokenizer(
         prompt,
         padding="max_length",
-        max_length=bundle.t5_max_length,
+        max_length=t5_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
     tokens = bundle.t5(t5_ids, output_hidden_states=False)[0]
     dtype = bundle.compute_dtype
     embeddings = PromptEmbeddings(tokens=tokens.to(dtype), pooled=pooled.to(dtype))
-    return embeddings, _truncation_notes(bundle, prompt)
+    return embeddings, _truncation_notes(bundle, prompt, t5_length)
 
 
 def text_encoders_on_device(bundle) -> AbstractContextManager:
@@ -64,18 +70,18 @@ def text_encoders_on_device(bundle) -> AbstractContextManager:
     return visiting([bundle.clip, bundle.t5], bundle.device)
 
 
-def _truncation_notes(bundle, prompt: str) -> list[str]:
+def _truncation_notes(bundle, prompt: str, t5_length: int) -> list[str]:
     notes = []
     clip_len = _token_count(bundle.clip_tokenizer, prompt)
     if clip_len > CLIP_MAX_TOKENS:
         notes.append(
             f"The prompt is {clip_len} CLIP tokens; CLIP-L reads the first {CLIP_MAX_TOKENS} "
-            f"(T5 reads up to {bundle.t5_max_length}). Put the key words first."
+            f"(T5 reads up to {t5_length}). Put the key words first."
         )
     t5_len = _token_count(bundle.t5_tokenizer, prompt)
-    if t5_len > bundle.t5_max_length:
+    if t5_len > t5_length:
         notes.append(
             f"The prompt is {t5_len} T5 tokens; T5 reads the first "
-            f"{bundle.t5_max_length}, the rest is ignored."
+            f"{t5_length}, the rest is ignored."
         )
     return notes

@@ -59,11 +59,13 @@ def run_pass(
     mask: NoiseMask | None = None,
     concat: torch.Tensor | None = None,
     control: Callable[[dict, torch.Tensor], dict] | None = None,
+    region_window: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Sample packed latents (B, L, 64); `init` (packed, model space) starts img2img; `mask`
     re-renders only where it is 1 and keeps `init` elsewhere (specs §8); `concat` holds
     FLUX.1 Fill's extra inputs when the bundle's transformer is the Fill model; `control`
-    adds inputs to every transformer call (a ControlNet's residuals)."""
+    adds inputs to every transformer call (a ControlNet's residuals); `region_window` is the
+    sigma range where a regional prompt's attention mask acts."""
     s, device = p.settings, bundle.device
     sigmas, mu = pass_sigmas(p)
     noise, generators = latents.initial_noise(list(p.seeds), p.height, p.width)
@@ -77,7 +79,7 @@ def run_pass(
     denoiser = FluxDenoiser(
         transformer, cond.positive, latents.image_ids(p.height, p.width, device),
         s.guidance, bundle.compute_dtype, attention=bundle.runtime.attention, concat=concat,
-        control=control,
+        control=control, region_window=region_window,
     )  # fmt: skip
     ctx.note(bundle.describe_runtime())
     model = flux_cfg_denoiser(denoiser, cond.negative, s.cfg)

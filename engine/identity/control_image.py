@@ -1,6 +1,7 @@
 """The control image for a pose: an OpenPose skeleton picture, VAE-encoded and packed to tokens.
 
-A pose comes either as an uploaded skeleton picture or as a JSON of OpenPose keypoints, drawn
+A pose comes either as an uploaded skeleton picture or as a JSON of OpenPose keypoints (COCO-18,
+or OpenPose's BODY_25 mapped onto it; DWPose and controlnet_aux save the same), drawn
 here in OpenPose's 18-keypoint body layout with its standard limb colours and stick width (the
 pictures pose ControlNets were trained on). As FluxControlNetPipeline prepares it for the
 InstantX / Shakker-Labs ControlNets, the picture is resized to the render size, encoded by the
@@ -42,7 +43,11 @@ COLORS = (
 STICK_WIDTH = 4  # half-width in pixels of each limb's ellipse
 KEYPOINT_RADIUS = 4
 LIMB_DIMMING = 0.6  # limbs are drawn at 60 % of their colour, keypoints at full colour
+# BODY_25's index of each COCO-18 keypoint (BODY_25 adds the mid-hip at 8 and six foot points).
+BODY_25 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+BODY_25_POINTS = 25
 MAX_PEOPLE = 64
+OUTSIDE = 1.0  # a keypoint more than one canvas beyond the canvas's edge is an error
 MAX_POSE_JSON_BYTES = 1_000_000
 # Our names for how a picture meets the render size -> diffusers' VaeImageProcessor modes.
 FITS = {"crop": "crop", "stretch": "default"}
@@ -60,8 +65,21 @@ class PosePerson:
             raise ValueError(f"{len(self.points)} keypoints; OpenPose's body has 18")
 
 
+@dataclass(frozen=True)
+class PoseJson:
+    """An OpenPose JSON's people and its canvas size in pixels (None: keypoints as fractions)."""
+
+    people: tuple[PosePerson, ...]
+    canvas: tuple[float, float] | None
+
+
 def parse_pose_json(text: str | bytes) -> tuple[PosePerson, ...]:
-    """People from an OpenPose JSON ({"people": [{"pose_keypoints_2d": [x, y, c, ...]}],
+    """People from an OpenPose JSON (see parse_pose_document)."""
+    return parse_pose_document(text).people
+
+
+def parse_pose_document(text: str | bytes) -> PoseJson:
+    """An OpenPose JSON ({"people": [{"pose_keypoints_2d": [x, y, c, ...]}],
     "canvas_width", "canvas_height"}, or a list holding one such frame). Pixel coordinates
     need the canvas size; coordinates all within [0, 1] are read as fractions."""
     try:
@@ -76,21 +94,41 @@ def parse_pose_json(text: str | bytes) -> tuple[PosePerson, ...]:
             "as OpenPose and the ControlNet pose editors save it."
         )
     size = (frame.get("canvas_width"), frame.get("canvas_height"))
-    return tuple(_person(person, index, size) for index, person in enumerate(people))
+    found = tuple(_person(person, index, size) for index, person in enumerate(people))
+    if all(point is None for person, _ in found for point in person.points):
+        raise InputError(
+            "The pose JSON has no keypoint seen (every confidence is 0): nothing to draw."
+        )
+    canvas = None if all(scale == (1.0, 1.0) for _, scale in found) else found[0][1]
+    return PoseJson(tuple(person for person, _ in found), canvas)
 
 
-def _person(person: Any, index: int, size: tuple[Any, Any]) -> PosePerson:
+def _person(
+    person: Any, index: int, size: tuple[Any, Any]
+) -> tuple[PosePerson, tuple[float, float]]:
+    """One person's keypoints as fractions of the canvas, and the canvas scale used."""
     values = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
     count = len(KEYPOINT_NAMES) * 3
-    if not isinstance(values, list) or len(values) != count or not all(_number(v) for v in values):
+    counts = (count, BODY_25_POINTS * 3)
+    if not isinstance(values, list) or len(values) not in counts or not all(map(_number, values)):
         raise InputError(
             f"Person {index + 1} of the pose JSON needs pose_keypoints_2d with {count} numbers "
-            "(18 OpenPose body keypoints as x, y, confidence)."
+            f"(18 OpenPose body keypoints as x, y, confidence) or {counts[1]} (BODY_25)."
         )
-    triples = [values[i : i + 3] for i in range(0, count, 3)]
+    triples = [values[i : i + 3] for i in range(0, len(values), 3)]
+    if len(triples) == BODY_25_POINTS:
+        triples = [triples[i] for i in BODY_25]
     seen = [(x, y) for x, y, c in triples if c > 0]
     scale = _canvas_scale(size, seen)
-    return PosePerson(tuple((x / scale[0], y / scale[1]) if c > 0 else None for x, y, c in triples))
+    points = tuple((x / scale[0], y / scale[1]) if c > 0 else None for x, y, c in triples)
+    for name, point in zip(KEYPOINT_NAMES, points, strict=True):
+        if point is not None and not all(-OUTSIDE <= v <= 1 + OUTSIDE for v in point):
+            raise InputError(
+                f"Person {index + 1} of the pose JSON has the {name.replace('_', ' ')} far "
+                "outside its canvas; check canvas_width and canvas_height (the size of the "
+                "picture the keypoints were taken from)."
+            )
+    return PosePerson(points), scale
 
 
 def _number(value: Any) -> bool:

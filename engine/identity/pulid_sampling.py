@@ -38,16 +38,31 @@ def pulid_applied(
     handle = attach_pulid(transformer, modules)
     sigma_start, sigma_end = percent_to_sigma(params.start, mu), percent_to_sigma(params.end, mu)
     current = [1.0]
+    from_call = [False]  # the transformer's own call recorded this step's sigma
 
     def record_sigma(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         # FluxDenoiser passes sigma itself as the timestep
         current[0] = float(kwargs["timestep"].reshape(-1)[0])
+        from_call[0] = True
 
-    before = transformer.register_forward_pre_hook(record_sigma, with_kwargs=True)
+    def record_embedded_sigma(module: torch.nn.Module, args: tuple) -> None:
+        # The first-block cache (engine/flux/fbcache.py) runs the blocks itself, without the
+        # transformer's forward: the time embedding, called once per model call on both
+        # paths, still sees sigma · 1000.
+        if from_call[0]:
+            from_call[0] = False
+        else:
+            current[0] = float(args[0].reshape(-1)[0]) / 1000
+
+    hooks = (
+        transformer.register_forward_pre_hook(record_sigma, with_kwargs=True),
+        transformer.time_text_embed.register_forward_pre_hook(record_embedded_sigma),
+    )
     handle.set(id_tokens, params.weight)
     handle.set_gate(lambda: sigma_end <= current[0] <= sigma_start)
     try:
         yield handle
     finally:
-        before.remove()
+        for hook in hooks:
+            hook.remove()
         handle.remove()

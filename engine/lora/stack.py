@@ -112,6 +112,28 @@ class LoraStack:
                     self._set(models, each)
             return [match for match, _ in loaded]
 
+    def apply_regions(
+        self, bundle: Any, slots: Sequence[LoraSlot], regions: Sequence[Sequence[LoraSlot]]
+    ) -> tuple[list[LoraMatch], list[dict[str, float]]]:
+        """The transformer follows `slots`; each region's files are loaded as well but left
+        off, and returned per region as adapter -> model strength (regions/lora_tokens.py
+        applies them to the region's tokens only)."""
+        region_active = [[s for s in region if s.enabled and s.file] for region in regions]
+        flat = [slot for region in region_active for slot in region]
+        matches = self.apply(bundle, [*slots, *flat], part="transformer")
+        with self._lock:
+            for slot in flat:
+                if "transformer" in self._adapters[slot.file].merged_parts:
+                    raise InputError(
+                        f"{slot.file} holds LoHa / LoKr / full layers, which change the "
+                        "model's weights for the whole image: a region takes LoRA files "
+                        "(down/up pairs). Put it in the main LoRA stack instead."
+                    )
+            active = [slot for slot in slots if slot.enabled and slot.file]
+            self._applied["transformer"] = self._weights("transformer", active)
+            self._set(bundle_models(bundle), "transformer")
+            return matches, [self._weights("transformer", region) for region in region_active]
+
     def unload(self, bundle: Any) -> None:
         """Remove every adapter from the bundle's models (the next apply reads files again)."""
         models = bundle_models(bundle)

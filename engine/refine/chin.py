@@ -14,6 +14,7 @@ from engine.flux.fill import fill_conditioning
 from engine.flux.inpaint import NoiseMask
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
+from engine.identity.pulid_passes import PulidPass, pulid_during
 from engine.recipe import SettingsParams
 from engine.recipe_refine import ChinParams, DetailerParams
 from engine.refine.detailer import decode, detailer_settings, encode
@@ -46,9 +47,11 @@ def refine_chin(
     settings: SettingsParams,
     seed: int,
     fill=None,
+    pulid: PulidPass | None = None,
 ) -> torch.Tensor:
     """One (1, 3, H, W) image with the masked jaw re-rendered at chin.size² and stitched;
-    with `fill` (the FLUX.1 Fill transformer) the crop is rendered by Fill."""
+    with `fill` (the FLUX.1 Fill transformer) the crop is rendered by Fill; with `pulid`,
+    PuLID acts on the transformer that samples."""
     crop = crop_for_inpaint(image.float().cpu(), mask, chin_crop_params(chin))
     height, width = crop.image.shape[2:]
     pixels = crop.image[0].permute(1, 2, 0).numpy()
@@ -59,6 +62,7 @@ def refine_chin(
     if fill is not None:
         concat = fill_conditioning(bundle, crop.image, mask)
         bundle = dataclasses.replace(bundle, transformer=fill)
-    tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, NoiseMask(mask), concat)
+    with pulid_during(pulid, bundle.transformer, sampling):
+        tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, NoiseMask(mask), concat)
     rendered = torch.from_numpy(decode(bundle, tokens, width, height)).permute(2, 0, 1)[None]
     return stitch(crop.plan, image.float().cpu(), rendered)

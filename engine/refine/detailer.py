@@ -21,6 +21,7 @@ from engine.flux.fill import fill_conditioning
 from engine.flux.inpaint import NoiseMask
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
+from engine.identity.pulid_passes import PulidPass, pulid_during
 from engine.recipe import (
     DetailDaemonParams,
     FirstBlockCacheParams,
@@ -95,9 +96,11 @@ def refine_segment(
     settings: SettingsParams,
     seed: int,
     fill=None,
+    pulid: PulidPass | None = None,
 ) -> SegmentOutcome:
     """The image with one segment re-rendered and pasted back; with `fill` (the FLUX.1 Fill
-    transformer) it samples the masked crop with Fill, as Impact's inpaint_model does."""
+    transformer) it samples the masked crop with Fill, as Impact's inpaint_model does; with
+    `pulid`, PuLID acts on the transformer that samples (Fill too: the same blocks)."""
     size = render_size(segment, region)
     if size is None or segment.is_empty:
         return SegmentOutcome(image, False)
@@ -114,8 +117,9 @@ def refine_segment(
         concat = fill_conditioning(bundle, to_tensor(scaled), torch.from_numpy(feathered))
         bundle = dataclasses.replace(bundle, transformer=fill)
     sampling = SamplingPass(width, height, (seed,), settings, True)
-    for _ in range(region.cycles):
-        tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, mask=mask, concat=concat)
+    with pulid_during(pulid, bundle.transformer, sampling):
+        for _ in range(region.cycles):
+            tokens = run_pass(ctx, stage, bundle, cond, sampling, tokens, mask=mask, concat=concat)
     refined = lanczos(decode(bundle, tokens, width, height), x2 - x1, y2 - y1)
     pasted = paste_segment(
         image, refined, segment.crop_region, feather_mask(segment.mask, region.feather)

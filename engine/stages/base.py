@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from contextlib import AbstractContextManager as ContextManager
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +15,17 @@ from engine.flux.sampling import Conditioning, SamplingPass, pass_sigmas, run_pa
 from engine.graph import StageContext
 from engine.identity.models import identity_models
 from engine.identity.pose_sampling import PoseSampling, pose_control
-from engine.identity.pulid_sampling import PulidSampling, pulid_applied
+from engine.identity.pulid_passes import (
+    pulid_during,
+    pulid_pass,
+    pulid_sampling,
+    with_identity_embed,
+)
+from engine.identity.pulid_sampling import PulidSampling
 from engine.lora import LoraParams
 from engine.recipe import Recipe
+from engine.regions.sampling import RegionSampling, pass_loras, pass_window, region_sampling
 from engine.sizes import render_size
-from engine.stages.text import apply_loras
-
-IDENTITY_EMBED = "identity_embed"  # the stage giving PuLID's ID tokens
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class BaseParams:
     precision: str = ""  # fp8 compute rounds differently from fp8 storage
     pulid: PulidSampling | None = None  # PuLID-FLUX's weight and window, when it acts
     pose: PoseSampling | None = None  # the pose ControlNet, when it acts
+    regions: RegionSampling | None = None  # regional prompts and their LoRAs
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,9 @@ class BaseStage:
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
         # "redux" forwards to "text" when Redux is off (the graph names the input "text").
-        inputs = ("redux", "image") if recipe.source.kind == "img2img" else ("redux",)
-        return (*inputs, IDENTITY_EMBED) if recipe.identity.pulid_active() else inputs
+        prompt = "regions" if recipe.regions.active() else "redux"
+        inputs = (prompt, "image") if recipe.source.kind == "img2img" else (prompt,)
+        return with_identity_embed(inputs, recipe.identity.pulid_active())
 
     def enabled(self, recipe: Recipe) -> bool:
         return True
@@ -67,7 +71,7 @@ class BaseStage:
         loras = env.loras().stage_params(recipe.prompt.loras, "transformer")
         return BaseParams(
             sampling, files.transformer, vae, files.weight_dtype, loras, files.precision,
-            pulid_sampling(recipe, env), pose_sampling(recipe, env),
+            pulid_sampling(recipe, env), pose_sampling(recipe, env), region_sampling(recipe, env),
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: BaseParams, upstream: dict) -> LatentResult:
@@ -76,22 +80,18 @@ class BaseStage:
         init = None
         if s.start_from_image:
             init = encode_image(bundle, upstream["image"], s.width, s.height, len(s.seeds))
-        apply_loras(ctx, bundle, p.loras, "transformer")
+        cond = conditioning(upstream)
         control = pose_on(ctx, bundle, p)
-        with pulid_on(ctx, bundle, p, upstream):
+        pulid = pulid_pass(ctx, p.pulid, upstream)
+        with (
+            pass_loras(ctx, bundle, p.regions, cond, p.loras),
+            pulid_during(pulid, bundle.transformer, s),
+        ):
+            window = pass_window(p.regions, s)
             tokens = run_pass(
-                ctx, self.name, bundle, conditioning(upstream), s, init, control=control
+                ctx, self.name, bundle, cond, s, init, control=control, region_window=window
             )
         return LatentResult(tokens, s.width, s.height)
-
-
-def pulid_sampling(recipe: Recipe, env: Any) -> PulidSampling | None:
-    """PuLID's settings for the base pass, or None when it does not act."""
-    if not recipe.identity.pulid_active():
-        return None
-    pulid = recipe.identity.pulid
-    modules = identity_models(env).pulid_identity()
-    return PulidSampling(pulid.weight, pulid.start, pulid.end, modules)
 
 
 def pose_sampling(recipe: Recipe, env: Any) -> PoseSampling | None:
@@ -116,18 +116,13 @@ def pose_on(ctx: StageContext, bundle, p: BaseParams) -> Callable | None:
     return pose_control(bundle, controlnet, picture, p.pose, size, sigmas)
 
 
-def pulid_on(ctx: StageContext, bundle, p: BaseParams, upstream: dict) -> ContextManager:
-    """PuLID's hooks on the transformer for the pass (nothing without PuLID)."""
-    if p.pulid is None:
-        return nullcontext()
-    modules = identity_models(ctx.services).pulid(bundle.transformer)
-    _, mu = pass_sigmas(p.sampling)
-    return pulid_applied(bundle.transformer, modules, upstream[IDENTITY_EMBED], p.pulid, mu)
-
-
 def conditioning(upstream: dict) -> Conditioning:
-    """The prompt conditioning: with Redux tokens when that stage ran, else the text alone."""
-    return upstream["redux"] if "redux" in upstream else upstream["text"]
+    """The prompt conditioning: the regional one when regions are on, else with Redux tokens
+    when that stage ran, else the text alone."""
+    for name in ("regions", "redux"):
+        if name in upstream:
+            return upstream[name]
+    return upstream["text"]
 
 
 def base_sampling(recipe: Recipe) -> SamplingPass:

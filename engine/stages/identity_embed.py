@@ -13,9 +13,10 @@ import torch
 
 from engine.graph import StageContext
 from engine.identity.models import identity_models
+from engine.identity.pulid_passes import IDENTITY_EMBED
 from engine.recipe import Recipe
 
-STAGE = "identity_embed"
+STAGE = IDENTITY_EMBED
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@
 - speed<->accuracy q: round(16 + 24q) steps and a first-block cache threshold 0.12·(1 - q)
   (q = 1 switches the cache off);
 - guidance: the pass's Flux guidance. Sharpen is applied after decoding (decode stage).
+The regions (their prompts, LoRAs and mask) act on it as on the base pass, laid over its size.
+PuLID acts on the pass too when `identity.pulid.finishing` is on (engine/identity/pulid_passes.py).
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ import torch.nn.functional as F
 from engine.flux import latents
 from engine.flux.sampling import SamplingPass, run_pass
 from engine.graph import StageContext
+from engine.identity.pulid_passes import (
+    pulid_during,
+    pulid_finishing,
+    pulid_pass,
+    with_identity_embed,
+)
+from engine.identity.pulid_sampling import PulidSampling
 from engine.lora import LoraParams
 from engine.recipe import DetailDaemonParams, FirstBlockCacheParams, LatentParams, Recipe
+from engine.regions.sampling import RegionSampling, fitted, pass_loras, pass_window, region_sampling
 from engine.sizes import round_to_grid
 from engine.stages.base import LatentResult, base_sampling, conditioning
-from engine.stages.text import apply_loras
 
 NEUTRAL_SMOOTHNESS = 0.5
 
@@ -43,6 +52,8 @@ class LatentStageParams:
     weight_dtype: str
     loras: LoraParams
     precision: str = ""
+    pulid: PulidSampling | None = None  # PuLID's weight and window, when it acts here
+    regions: RegionSampling | None = None  # the regions' LoRAs and mask window
 
 
 def second_pass_settings(recipe: Recipe) -> Any:
@@ -67,7 +78,8 @@ class LatentStage:
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return ("base", "redux")
+        prompt = "regions" if recipe.regions.active() else "redux"
+        return with_identity_embed(("base", prompt), recipe.identity.pulid_finishing())
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.latent.enabled and recipe.source.kind != "image"
@@ -82,6 +94,7 @@ class LatentStage:
             lat.upscale, lat.noise_strength, lat.noise_seed, sampling,
             files.transformer, files.weight_dtype,
             env.loras().stage_params(recipe.prompt.loras, "transformer"), files.precision,
+            pulid_finishing(recipe, env), region_sampling(recipe, env),
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: LatentStageParams, upstream: dict) -> LatentResult:
@@ -92,9 +105,16 @@ class LatentStage:
         if (s.width, s.height) != (base.width, base.height):
             z = F.interpolate(z, size=(s.height // 8, s.width // 8), mode="bicubic")
         z = inject_noise(z, p.noise_strength, p.noise_seed)
-        cond = conditioning(upstream)
-        apply_loras(ctx, bundle, p.loras, "transformer")
-        tokens = run_pass(ctx, self.name, bundle, cond, s, latents.pack(z))
+        cond = fitted(conditioning(upstream), s.width, s.height)
+        pulid = pulid_pass(ctx, p.pulid, upstream)
+        with (
+            pass_loras(ctx, bundle, p.regions, cond, p.loras),
+            pulid_during(pulid, bundle.transformer, s),
+        ):
+            window = pass_window(p.regions, s)
+            tokens = run_pass(
+                ctx, self.name, bundle, cond, s, latents.pack(z), region_window=window
+            )
         return LatentResult(tokens, s.width, s.height)
 
 

@@ -2,7 +2,8 @@
 and before Color. Each detects its region, builds Impact-Pack segments (SAM-refined when
 asked), re-renders every segment with the warm Flux model and the LoRA stack through a
 latent noise mask, pastes it back, and (face, skin) checks the identity. A region's change
-re-runs that region and the ones after it, never the ones before."""
+re-runs that region and the ones after it, never the ones before. PuLID acts on every
+segment's pass when `identity.pulid.finishing` is on (engine/identity/pulid_passes.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from engine.faces.segments import Segment, SegmentParams, refine_with_sam, segme
 from engine.flux.prompt import encode_prompt, text_encoders_on_device
 from engine.flux.sampling import Conditioning
 from engine.graph import StageContext
+from engine.identity.pulid_passes import (
+    PulidPass,
+    pulid_finishing,
+    pulid_pass,
+    with_identity_embed,
+)
+from engine.identity.pulid_sampling import PulidSampling
 from engine.lora import LoraParams
 from engine.recipe import Recipe, SettingsParams
 from engine.recipe_refine import REFINE_REGIONS, DetailerParams, IdentityGuardParams
@@ -45,6 +53,7 @@ class RefineStageParams:
     identity_backend: str
     reference: str  # the reference photo's digest ("" without one)
     fill: str = ""  # the FLUX.1 Fill file's identity when the region uses it
+    pulid: PulidSampling | None = None  # PuLID's weight and window, when it acts here
 
 
 class RefineRegionStage:
@@ -58,7 +67,7 @@ class RefineRegionStage:
         self.previous = REFINE_STAGES[index - 1] if index else "expression"
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return (self.previous, "redux")
+        return with_identity_embed((self.previous, "redux"), recipe.identity.pulid_finishing())
 
     def enabled(self, recipe: Recipe) -> bool:
         return self.region in recipe.refine.active_regions()
@@ -85,7 +94,7 @@ class RefineRegionStage:
             models.sam_identity() if detailer.sam else "",
             guard if guarded else None,
             models.identity_identity() if guarded else "", reference,
-            env.fill_identity() if detailer.fill_model else "",
+            env.fill_identity() if detailer.fill_model else "", pulid_finishing(recipe, env),
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: RefineStageParams, upstream: dict) -> RefinedImages:
@@ -93,7 +102,7 @@ class RefineRegionStage:
         bundle = ctx.services.flux_bundle()
         apply_loras(ctx, bundle, p.loras, "transformer")
         cond = region_conditioning(bundle, conditioning(upstream), p.prompt)
-        work = RegionWork(self, ctx, p, bundle, cond)
+        work = RegionWork(self, ctx, p, bundle, cond, pulid_pass(ctx, p.pulid, upstream))
         refined, found = [], []
         for index, image in enumerate(images):
             pixels, boxes = work.image(index, image.permute(1, 2, 0).float().cpu().numpy())
@@ -130,9 +139,11 @@ class RegionWork:
     """One region's work on each image of a run."""
 
     def __init__(
-        self, stage: RefineRegionStage, ctx: StageContext, p: RefineStageParams, bundle, cond
-    ) -> None:
+        self, stage: RefineRegionStage, ctx: StageContext, p: RefineStageParams, bundle, cond,
+        pulid: PulidPass | None = None,
+    ) -> None:  # fmt: skip
         self.stage, self.ctx, self.p, self.bundle, self.cond = stage, ctx, p, bundle, cond
+        self.pulid = pulid
         self.models = refine_models(ctx.services)
         self.reference = self._reference_embedding() if p.reference else None
         self.fill = fill_model(ctx, stage.region, p.detailer.fill_model, p.fill)
@@ -156,7 +167,7 @@ class RegionWork:
             seed = self.p.seed + index + number  # Impact: seed + i per segment
             outcome = refine_segment(
                 self.ctx, self.stage.name, self.bundle, self.cond, pixels, segment,
-                self.p.detailer, self.p.settings, seed, self.fill,
+                self.p.detailer, self.p.settings, seed, self.fill, self.pulid,
             )  # fmt: skip
             if outcome.refined and self.p.guard is not None:
                 check = self._check(f"{region} {number + 1}", segment, pixels, outcome.image)

@@ -1,7 +1,7 @@
 """The chin pass, after the region detailers: for each face, its jaw masked from the 68
 landmarks or a GroundingDINO text prompt (engine/refine/jaw.py), re-rendered at size² and
 stitched back (engine/refine/chin.py); the identity guard compares each face before and
-after."""
+after. PuLID acts on the chin pass when `identity.pulid.finishing` is on."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 
 from engine.faces.boxes import FaceBox
 from engine.graph import StageContext
+from engine.identity.pulid_passes import pulid_finishing, pulid_pass, with_identity_embed
+from engine.identity.pulid_sampling import PulidSampling
 from engine.lora import LoraParams
 from engine.recipe import Recipe, SettingsParams
 from engine.recipe_refine import ChinParams, IdentityGuardParams
@@ -38,6 +40,7 @@ class ChinStageParams:
     identity_backend: str
     fill: str = ""  # the FLUX.1 Fill file's identity when the chin pass uses it
     jaw: str = ""  # GroundingDINO's and SAM's identities when the jaw mask comes from text
+    pulid: PulidSampling | None = None  # PuLID's weight and window, when it acts here
 
 
 class RefineChinStage:
@@ -46,7 +49,7 @@ class RefineChinStage:
     uses_models = True
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return (REFINE_STAGES[-1], "redux")
+        return with_identity_embed((REFINE_STAGES[-1], "redux"), recipe.identity.pulid_finishing())
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.refine.enabled and recipe.refine.chin.enabled
@@ -65,6 +68,7 @@ class RefineChinStage:
             guard, models.identity_identity() if guard else "",
             env.fill_identity() if chin.fill_model else "",
             _jaw_identity(models) if chin.mask_source == "text" else "",
+            pulid_finishing(recipe, env),
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: ChinStageParams, upstream: dict) -> RefinedImages:
@@ -75,6 +79,7 @@ class RefineChinStage:
         models = refine_models(ctx.services)
         fill = fill_model(ctx, "chin", p.chin.fill_model, p.fill)
         jaws = JawMasks(models, p.chin, ctx.note)
+        pulid = pulid_pass(ctx, p.pulid, upstream)
         out, found = [], []
         for index, image in enumerate(images):
             rgb = to_uint8(image.permute(1, 2, 0).float().cpu().numpy())
@@ -87,8 +92,9 @@ class RefineChinStage:
                 ctx.step(self.name, number, len(faces), f"re-rendering chin {number + 1}")
                 seed = p.seed + index + number
                 after = refine_chin(
-                    ctx, self.name, bundle, cond, current, mask, p.chin, p.settings, seed, fill
-                )
+                    ctx, self.name, bundle, cond, current, mask, p.chin, p.settings, seed, fill,
+                    pulid,
+                )  # fmt: skip
                 if p.guard is not None:
                     check = self._check(models, p, f"chin {number + 1}", face.box, current, after)
                     checks.append(check)

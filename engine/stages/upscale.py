@@ -7,7 +7,8 @@
 
 Each is keyed by only what changes its output, so a new denoise re-samples the tiles and
 seams without upscaling again, and a new seam fix re-runs the seams alone. A stage that is
-off (pass off, redraw "none", seam fix "none") forwards its input.
+off (pass off, redraw "none", seam fix "none") forwards its input. PuLID acts on every tile
+and seam job when `identity.pulid.finishing` is on (engine/identity/pulid_passes.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from engine.flux.guidance import needs_uncond
 from engine.flux.prompt import encode_prompt, text_encoders_on_device
 from engine.flux.sampling import Conditioning
 from engine.graph import StageContext
+from engine.identity.pulid_passes import pulid_finishing, pulid_pass, with_identity_embed
+from engine.identity.pulid_sampling import PulidSampling
 from engine.lora import LoraParams
 from engine.recipe import LoraSlot, Recipe, SettingsParams
 from engine.recipe_upscale import UsduParams
@@ -144,6 +147,7 @@ class PassSampling:
     flux: tuple[str, str, str, str]  # transformer, vae, weight dtype, precision
     loras: LoraParams  # the pass's LoRAs on the transformer
     clip_loras: LoraParams  # and on the text encoders
+    pulid: PulidSampling | None = None  # PuLID's weight and window, when it acts here
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ def pass_sampling(recipe: Recipe, pass_name: str, env: Any) -> PassSampling:
         settings, recipe.settings.seed, prompt, caption_prompt, negative,
         (files.transformer, files.vae, files.weight_dtype, files.precision),
         stack.stage_params(slots, "transformer"), stack.stage_params(slots, "text"),
+        pulid_finishing(recipe, env),
     )  # fmt: skip
 
 
@@ -185,9 +190,10 @@ class PassJobsStage:
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
         # The caption hangs here, where Upscale 1 samples, so the captioner runs when it is on.
+        inputs: tuple[str, ...] = (self.previous,)
         if self.pass_name == "first" and captioning(recipe):
-            return (self.previous, CAPTION_STAGE)
-        return (self.previous,)
+            inputs = (self.previous, CAPTION_STAGE)
+        return with_identity_embed(inputs, recipe.identity.pulid_finishing())
 
     def enabled(self, recipe: Recipe) -> bool:
         usdu = pass_params(recipe, self.pass_name)
@@ -207,10 +213,11 @@ class PassJobsStage:
         prompts = image_prompts(p.sampling, upstream.get(CAPTION_STAGE), len(images))
         conds = self.conditionings(ctx, bundle, p.sampling, prompts)
         apply_loras(ctx, bundle, p.sampling.loras, "transformer")
+        pulid = pulid_pass(ctx, p.sampling.pulid, upstream)
         out = []
         for index, image in enumerate(images):
             settings, seed = p.sampling.settings, p.sampling.seed + index
-            render = flux_tile_render(ctx, self.name, bundle, conds[index], settings, seed)
+            render = flux_tile_render(ctx, self.name, bundle, conds[index], settings, seed, pulid)
             pixels = image.permute(1, 2, 0).float().cpu().numpy()
             done = run_jobs(pixels, jobs, render, self._progress(ctx, index, len(images)))
             out.append(torch.from_numpy(done).permute(2, 0, 1))

@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.flux.sampling import Conditioning, SamplingPass, run_pass
 from engine.graph import StageContext
+from engine.identity.pulid_passes import PulidPass, pulid_during
 from engine.recipe import DetailDaemonParams, LyingSigmaParams, SettingsParams
 from engine.recipe_upscale import UsduParams
 from engine.refine.detailer import decode, encode, lanczos
@@ -93,6 +94,7 @@ def flux_tile_render(
     cond: Conditioning,
     settings: SettingsParams,
     seed: int,
+    pulid: PulidPass | None = None,
 ) -> TileRender:
     """A job's img2img with the warm Flux model: crop → LANCZOS to the processing size →
     VAE encode → sample at the job's denoise (one seed for every tile, as the node does) →
@@ -100,7 +102,8 @@ def flux_tile_render(
 
     The plan's processing sizes are multiples of 8 (the port's rule), while Flux samples on a
     16 px grid: a size that is not a multiple of 16 is padded by repeating its edge pixels,
-    sampled, and cropped back, so the tile keeps the node's size and aspect."""
+    sampled, and cropped back, so the tile keeps the node's size and aspect. With `pulid`,
+    PuLID acts on each job's pass, its window in sigmas from that job's own mu."""
 
     def render(crop: np.ndarray, job: TileJob) -> np.ndarray:
         width, height = job.processing_size
@@ -108,7 +111,8 @@ def flux_tile_render(
         grid_h, grid_w = scaled.shape[:2]
         job_settings = dataclasses.replace(settings, denoise=job.denoise)
         sampling = SamplingPass(grid_w, grid_h, (seed,), job_settings, True)
-        tokens = run_pass(ctx, stage, bundle, cond, sampling, encode(bundle, scaled))
+        with pulid_during(pulid, bundle.transformer, sampling):
+            tokens = run_pass(ctx, stage, bundle, cond, sampling, encode(bundle, scaled))
         sampled = decode(bundle, tokens, grid_w, grid_h)[:height, :width]
         return lanczos(sampled, crop.shape[1], crop.shape[0])
 
