@@ -1,7 +1,8 @@
-"""The Identity accordion's bound fields (seed 002): PuLID-FLUX's switch, weight and window,
-and the pose ControlNet's. The reference photos are image digests with an upload box of their
-own (studio/panels/identity.py); the pose picture has one too, and its digest rides in a
-hidden bound box so that Generate and a restored recipe carry it like any other field."""
+"""The Identity accordion's bound fields (seed 002): PuLID-FLUX's switch, weight, window and
+whether it also acts on the finishing passes, and the pose ControlNet's. The reference photos
+are image digests with an upload box of their own (studio/panels/identity.py); the pose
+picture has one too, and its digest rides in a hidden bound box so that Generate and a
+restored recipe carry it like any other field."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ PULID_BINDINGS: tuple[Binding, ...] = (
         "End",
         "Fraction of the sampling after which PuLID lets go (seed 002: 0.9, so skin detail "
         "finishes naturally).",
+    ),
+    Binding(
+        "identity.pulid.finishing",
+        "PuLID on finishing passes",
+        "Also on the latent pass, the Refine detailer and chin passes and the Upscale tile "
+        "and seam passes, with the same weight and window, as a PuLID-patched model feeds "
+        "every sampler in ComfyUI. Off: PuLID acts on the base pass only.",
     ),
 )
 

@@ -4,7 +4,9 @@ screen is re-run in place (only the identity score and what follows it run), and
 references stay in the session's base recipe for the next Generate. A reference the engine
 cannot use (no face in it) leaves the references and the result on screen as they were.
 The pose picture dropped on its own box is checked, stored and kept (with its preview) in the
-base recipe's `identity.pose.image`; it acts from the next Generate, so nothing re-runs."""
+base recipe's `identity.pose.image`; it acts from the next Generate, so nothing re-runs. An
+OpenPose keypoint JSON dropped on its box is drawn by the engine at the render size on the page
+and kept the same way; a JSON it cannot use leaves the pose picture as it was."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from engine.errors import InputError, StudioError
 from engine.recipe import Recipe
 from engine.recipe_identity import MAX_REFERENCES
 from engine.recipe_json import set_path
+from engine.sizes import render_size
 from studio.callbacks import MaybeRequest, StudioCallbacks, Updates
 from studio.panels import results as res
 from studio.panels.identity import (
@@ -28,6 +31,7 @@ from studio.panels.identity import (
 )
 from studio.session import Session
 from studio.tab_events import on_in_place
+from studio.uploads import store_pose_json
 
 QUEUE = "identity"  # the accordion's own queue (studio/tab_events.py)
 PREFIX = "identity."  # a re-run keeps the result's own recipe but for these fields
@@ -42,6 +46,11 @@ TOO_MANY = (
 )
 POSE_STORED = "Pose picture stored: the pose ControlNet uses it from the next Generate."
 POSE_REMOVED = "Pose picture removed: the pose ControlNet stays off from the next Generate."
+POSE_DRAWN = (
+    "Pose drawn from the JSON at {w}×{h} px and stored: the pose ControlNet uses it from the "
+    "next Generate."
+)
+SIZE_FIELDS = ("prompt.width", "prompt.height", "prompt.resolution")  # the render size
 
 
 class IdentityCallbacks:
@@ -65,7 +74,7 @@ class IdentityCallbacks:
 
     def pose_outputs(self) -> list[gr.Component]:
         panel = self.panel
-        shown = [panel.pose_preview, panel.pose_digest, panel.pose_upload]
+        shown = [panel.pose_preview, panel.pose_digest, panel.pose_upload, panel.pose_json]
         return [*shown, self.studio.panel.status, self.studio.panel.error]
 
     def outputs(self) -> list[gr.Component]:
@@ -136,15 +145,31 @@ class IdentityCallbacks:
             return emptied
         return {**self._use_pose(data[self.studio.state], digest), **emptied}
 
+    def add_pose_json(self, data: Mapping[gr.Component, Any]) -> Updates:
+        """Draw the dropped OpenPose keypoint JSON at the render size set on the page and keep
+        the picture as `identity.pose.image`; the box empties for the next one."""
+        emptied = {self.panel.pose_json: None}
+        path, session = data[self.panel.pose_json], data[self.studio.state]
+        if not path:
+            return emptied
+        try:
+            recipe = self.studio.controls.recipe(session.base, data, "prompt.")
+            digest = store_pose_json(self.studio.engine, path, recipe)
+        except StudioError as exc:
+            return {**self.studio.fail(exc, "Pose JSON not used."), **emptied}
+        width, height = render_size(recipe.prompt)
+        drawn = POSE_DRAWN.format(w=width, h=height)
+        return {**self._use_pose(session, digest, drawn), **emptied}
+
     def clear_pose(self, data: Mapping[gr.Component, Any]) -> Updates:
         """Forget the pose picture: the ControlNet has nothing to follow."""
         return self._use_pose(data[self.studio.state], "")
 
-    def _use_pose(self, session: Session, digest: str) -> Updates:
+    def _use_pose(self, session: Session, digest: str, notice: str = "") -> Updates:
         """Keep `digest` in the session's base recipe and show it (the hidden bound box too,
         so that the next Generate reads it)."""
         session.base = set_path(session.base, POSE_FIELD, digest)
-        notice = POSE_STORED if digest else POSE_REMOVED
+        notice = notice or (POSE_STORED if digest else POSE_REMOVED)
         return {
             **res.show_notice(self.studio.panel, notice),
             self.panel.pose_preview: pose_preview_update(self.studio.engine, digest),
@@ -160,6 +185,9 @@ class IdentityCallbacks:
         out = self.pose_outputs()
         on_in_place(QUEUE, [self.panel.pose_upload.upload], self.add_pose, pose, out)
         on_in_place(QUEUE, [self.panel.pose_clear.click], self.clear_pose, pose, out)
+        sizes = {c for path, c in self.studio.controls.by_path.items() if path in SIZE_FIELDS}
+        keypoints = {self.studio.state, self.panel.pose_json, *sizes}
+        on_in_place(QUEUE, [self.panel.pose_json.upload], self.add_pose_json, keypoints, out)
 
 
 def counted(references: tuple[str, ...]) -> str:

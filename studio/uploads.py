@@ -21,6 +21,12 @@ def store_upload(engine: Any, path: str, name: str | None = None) -> str:
     return engine.store_image(data) if name is None else engine.store_image(data, name)
 
 
+def store_pose_json(engine: Any, path: str, recipe: Any) -> str:
+    """Draw an uploaded OpenPose keypoint JSON at `recipe`'s render size and store the
+    picture; returns its digest (StudioError says what is wrong with the JSON)."""
+    return engine.store_pose_json(Path(path).read_bytes(), recipe)
+
+
 def stored_image(engine: Any, digest: str) -> Any:
     """A stored picture for a preview, or None when there is none or the store lacks it."""
     if not digest:

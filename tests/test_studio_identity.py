@@ -2,15 +2,19 @@
 recipe's references and show in its gallery, the result on screen is re-scored in place,
 clearing forgets them, a restored recipe shows them, and a photo without a face leaves the
 references and the result on screen as they were. The pose picture is stored into
-`identity.pose.image` (for the next Generate), cleared, and shown again from a recipe."""
+`identity.pose.image` (for the next Generate), cleared, and shown again from a recipe; an
+OpenPose keypoint JSON is drawn at the render size into it, and a bad one keeps the earlier
+pose. PuLID's "finishing passes" switch is a bound checkbox."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,7 +25,13 @@ from photos import astronaut, six_people
 from studio.bindings_identity import IDENTITY_BINDINGS
 from studio.callbacks import StudioCallbacks
 from studio.controls import Controls
-from studio.identity_callbacks import ALREADY, POSE_REMOVED, POSE_STORED, IdentityCallbacks
+from studio.identity_callbacks import (
+    ALREADY,
+    POSE_DRAWN,
+    POSE_REMOVED,
+    POSE_STORED,
+    IdentityCallbacks,
+)
 from studio.panels import color, identity, results
 from studio.session import Session
 
@@ -196,3 +206,69 @@ def test_a_file_that_is_not_a_picture_is_refused_as_a_pose(page: Page, tmp_path:
     updates = page.tab.add_pose({**page.values(session), page.tab.panel.pose_upload: str(text)})
     assert updates[page.studio.panel.error]["visible"]
     assert session.base.identity.pose.image == "" and page.tab.panel.pose_preview not in updates
+
+
+def pose_json(tmp_path: Path, text: str, name: str = "pose.json") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def keypoints_json() -> str:
+    """One person in a 512 × 256 canvas: neck, shoulders and hips seen."""
+    seen = {1: (256, 40), 2: (216, 40), 5: (296, 40), 8: (236, 160), 11: (276, 160)}
+    values: list[float] = []
+    for index in range(18):
+        x, y = seen.get(index, (0, 0))
+        values += [x, y, 1.0 if index in seen else 0.0]
+    people = [{"pose_keypoints_2d": values}]
+    return json.dumps({"people": people, "canvas_width": 512, "canvas_height": 256})
+
+
+def test_a_keypoint_json_is_drawn_at_the_render_size_and_kept_as_the_pose(
+    page: Page, tmp_path: Path
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())  # 256 × 256 in demo mode
+    panel = page.tab.panel
+    dropped = {**page.values(session), panel.pose_json: pose_json(tmp_path, keypoints_json())}
+    updates = page.tab.add_pose_json(dropped)
+    digest = session.base.identity.pose.image
+    assert digest.startswith("sha256:") and updates[panel.pose_digest] == digest
+    assert updates[panel.pose_json] is None  # the box is ready for the next file
+    assert updates[page.studio.panel.status] == POSE_DRAWN.format(w=256, h=256)
+    preview = updates[panel.pose_preview]["value"]
+    assert preview.size == (256, 256)
+    pixels = np.asarray(preview.convert("RGB"))
+    assert pixels[64 + 20, 128].any()  # the neck: (256, 40) of 512 × 256, halved, centred
+    assert not pixels[:64].any() and not pixels[192:].any()  # the canvas is 2:1
+
+
+def test_a_bad_keypoint_json_keeps_the_earlier_pose(
+    page: Page, photos: dict[str, str], tmp_path: Path
+) -> None:
+    session = Session(base=page.studio.engine.default_recipe())
+    panel = page.tab.panel
+    page.tab.add_pose({**page.values(session), panel.pose_upload: photos["me"]})
+    before = session.base.identity.pose.image
+    for text, says in [
+        ("{not json", "is not valid JSON"),
+        (json.dumps({"people": []}), '"people" list'),
+        (json.dumps({"people": [{"pose_keypoints_2d": [0.5] * 30}]}), "54 numbers"),
+    ]:
+        dropped = {**page.values(session), panel.pose_json: pose_json(tmp_path, text)}
+        updates = page.tab.add_pose_json(dropped)
+        error = updates[page.studio.panel.error]
+        assert error["visible"] and says in error["value"]
+        assert session.base.identity.pose.image == before and panel.pose_preview not in updates
+        assert updates[panel.pose_json] is None
+
+
+def test_pulid_on_finishing_passes_is_a_bound_checkbox(page: Page) -> None:
+    pulid = {path for path, _ in field_paths() if path.startswith("identity.pulid.")}
+    assert pulid <= {row.path for row in IDENTITY_BINDINGS}
+    box = page.controls["identity.pulid.finishing"]
+    assert isinstance(box, gr.Checkbox) and box.label == "PuLID on finishing passes"
+    recipe = page.studio.controls.recipe(
+        page.studio.engine.default_recipe(), {box: False}, "identity."
+    )
+    assert recipe.identity.pulid.finishing is False

@@ -4,7 +4,8 @@ run report). The photos are image digests kept in the session's base recipe
 (`identity.references`); the upload box only takes them in, one or several at a time, and
 the gallery shows what is stored. Under PuLID, the pose ControlNet's group: its switch, file,
 strength and window, and one pose picture (an OpenPose skeleton image) taken in the same way
-into `identity.pose.image`, with a small preview.
+into `identity.pose.image`, with a small preview; an OpenPose keypoint JSON dropped on its own
+box is drawn by the engine at the render size and taken in as that picture.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ FIRST_CONTROLNET = ("(the first one found)", "")
 POSE_HINT = (
     "An OpenPose skeleton picture holds the body's pose on the base pass (a union ControlNet "
     "in OpenPose mode: InstantX / Shakker Union Pro, under the models folder's controlnet/). "
+    "An OpenPose or DWPose keypoint JSON is drawn as that picture at the render size. "
     "These settings act from the next Generate."
 )
 
@@ -48,6 +50,7 @@ class IdentityPanel:
     pose_preview: gr.Image
     pose_clear: gr.Button
     pose_digest: gr.Textbox  # the hidden bound box holding identity.pose.image
+    pose_json: gr.File  # an OpenPose keypoint JSON, drawn into the pose picture
 
 
 def build_identity_accordion(
@@ -69,13 +72,14 @@ def build_identity_accordion(
         clear = gr.Button("Clear references", size="sm", elem_id="ps-identity-clear")
         controls.add_in_row(recipe, "identity.pulid.enabled", "identity.pulid.weight")
         controls.add_in_row(recipe, "identity.pulid.start", "identity.pulid.end")
+        controls.add("identity.pulid.finishing", recipe)
         pose = _build_pose_group(controls, recipe, controlnets or [])
     return IdentityPanel(upload, gallery, clear, *pose)
 
 
 def _build_pose_group(
     controls: Controls, recipe: Recipe, controlnets: list[str]
-) -> tuple[gr.File, gr.Image, gr.Button, gr.Textbox]:
+) -> tuple[gr.File, gr.Image, gr.Button, gr.Textbox, gr.File]:
     """The pose ControlNet's group: bound settings, then the pose picture's box and preview."""
     with gr.Group(elem_id="ps-identity-pose"):
         gr.Markdown(f"**{POSE_TITLE}**  \n{POSE_HINT}", elem_classes=["ps-hint"])
@@ -91,13 +95,17 @@ def _build_pose_group(
                 label="Pose picture", file_types=["image"], file_count="single", height=130,
                 elem_id="ps-identity-pose-upload",
             )  # fmt: skip
+            keypoints = gr.File(
+                label="Or an OpenPose keypoint JSON", file_types=[".json"], file_count="single",
+                height=130, elem_id="ps-identity-pose-json",
+            )  # fmt: skip
             preview = gr.Image(
                 value=None, label="Stored pose picture", height=160, interactive=False,
                 elem_id="ps-identity-pose-preview",
             )  # fmt: skip
         clear = gr.Button("Clear pose picture", size="sm", elem_id="ps-identity-pose-clear")
         digest = controls.add(POSE_FIELD, recipe, visible=False)
-    return upload, preview, clear, digest
+    return upload, preview, clear, digest, keypoints
 
 
 def gallery_label(count: int) -> str:
