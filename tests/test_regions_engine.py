@@ -1,8 +1,10 @@
 """Regional prompts through the engine on tiny models: one full region is the plain prompt,
 each region's text encoding is cached on its own, a region's LoRA acts on its tokens only."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_lora import build_kohya
 from test_lora_merged import lokr_only
 
@@ -21,6 +23,8 @@ from engine.regions.layout import RegionalLayout
 from engine.regions.lora_tokens import RegionAdapters, region_loras, token_stream
 from engine.regions.masks import split_masks, token_owners, token_weights
 from engine.regions.sampling import region_window
+from photos import astronaut
+from photos import png_bytes as png
 
 CHARACTER_A, CHARACTER_B = "celeste.safetensors", "roxy.safetensors"
 LORAS = []  # the module engine's loras/ folder
@@ -178,3 +182,32 @@ def test_a_layout_laid_over_another_size_keeps_its_split() -> None:
     grid = bigger.owners.reshape(4, 8)
     assert (grid[:, :4] == 0).all() and (grid[:, 4:] == 1).all()
     assert layout.at(64, 32) is layout
+
+
+def two_astronauts() -> bytes:
+    """Two copies of the astronaut side by side: one face in each half of 1024 x 512."""
+    one = astronaut()
+    both = Image.new("RGB", (2 * one.width, one.height))
+    both.paste(one, (0, 0))
+    both.paste(one, (one.width, 0))
+    return png(both)
+
+
+def test_refine_renders_each_face_as_the_character_of_its_region(engine) -> None:
+    digest = engine.store_image(two_astronauts())
+    paths = {
+        "source.kind": "image", "source.image": digest, "refine.face.enabled": True,
+        "refine.face.steps": 2, "color.enabled": False,
+    }  # fmt: skip
+    result = engine.run(two_regions(**paths), save=False)
+    notes = " ".join(result.report.notes)
+    assert "rendered as region 1's character." in notes
+    assert "rendered as region 2's character." in notes
+    assert len(result.report.detections["refine_face"][0]) == 2
+    moved = engine.run(
+        two_regions({"file": CHARACTER_B, "strength_model": 0.3}, **paths), save=False
+    )
+    assert moved.report.ran_names == ["refine_face"]
+    before, after = np.asarray(result.images[0]), np.asarray(moved.images[0])
+    assert np.array_equal(after[:, :512], before[:, :512])  # region 1's face: LoRA A only
+    assert not np.array_equal(after[:, 512:], before[:, 512:])

@@ -24,14 +24,19 @@ class RegionalLayout:
     owners: torch.Tensor
     isolate: bool
     masks: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None  # (N, 1, P): each region's own CLIP pooled vector
     _masks: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_masks(
-        cls, segments: TextSegments, masks: torch.Tensor, isolate: bool
+        cls,
+        segments: TextSegments,
+        masks: torch.Tensor,
+        isolate: bool,
+        pooled: torch.Tensor | None = None,
     ) -> RegionalLayout:
         weights = token_weights(masks)
-        return cls(segments, weights, token_owners(weights), isolate, masks)
+        return cls(segments, weights, token_owners(weights), isolate, masks, pooled)
 
     def at(self, width: int, height: int) -> RegionalLayout:
         """The same regions over a width x height canvas (the latent pass's upscale): the
@@ -41,7 +46,8 @@ class RegionalLayout:
         if self.masks.shape[1:] == (height, width):
             return self
         resized = F.interpolate(self.masks[None], size=(height, width), mode="bilinear")
-        return RegionalLayout.from_masks(self.segments, resized[0].clamp(0, 1), self.isolate)
+        masks = resized[0].clamp(0, 1)
+        return RegionalLayout.from_masks(self.segments, masks, self.isolate, self.pooled)
 
     @property
     def text_tokens(self) -> int:

@@ -30,13 +30,17 @@ class RegionSampling:
     loras: tuple[LoraParams, ...]
 
 
+def region_lora_params(recipe: Recipe, env: Any) -> tuple[LoraParams, ...]:
+    """Each region's model LoRA slots, as a stage keys on them."""
+    stack = env.loras()
+    return tuple(stack.stage_params(r.loras, "transformer") for r in recipe.regions.regions)
+
+
 def region_sampling(recipe: Recipe, env: Any) -> RegionSampling | None:
     regions = recipe.regions
     if not regions.active():
         return None
-    stack = env.loras()
-    loras = tuple(stack.stage_params(r.loras, "transformer") for r in regions.regions)
-    return RegionSampling(regions.start, regions.end, loras)
+    return RegionSampling(regions.start, regions.end, region_lora_params(recipe, env))
 
 
 def region_window(sigmas: torch.Tensor, start: float, end: float) -> tuple[float, float] | None:

@@ -33,7 +33,7 @@ from engine.refine.detailer import detailer_settings, refine_segment
 from engine.refine.identity_guard import GUARDED_REGIONS, check_face, guard_note, to_uint8
 from engine.refine.models import refine_models
 from engine.refine.result import RefinedImages, images_of
-from engine.stages.base import conditioning
+from engine.regions.characters import Characters, character_params, main_conditioning
 from engine.stages.text import apply_loras
 
 REFINE_STAGES = tuple(f"refine_{region}" for region in REFINE_REGIONS)
@@ -54,6 +54,7 @@ class RefineStageParams:
     reference: str  # the reference photo's digest ("" without one)
     fill: str = ""  # the FLUX.1 Fill file's identity when the region uses it
     pulid: PulidSampling | None = None  # PuLID's weight and window, when it acts here
+    characters: tuple[LoraParams, ...] | None = None  # the regions' LoRAs, with regions on
 
 
 class RefineRegionStage:
@@ -67,7 +68,8 @@ class RefineRegionStage:
         self.previous = REFINE_STAGES[index - 1] if index else "expression"
 
     def inputs(self, recipe: Recipe) -> tuple[str, ...]:
-        return with_identity_embed((self.previous, "redux"), recipe.identity.pulid_finishing())
+        inputs = (self.previous, "redux", *(("regions",) if recipe.regions.active() else ()))
+        return with_identity_embed(inputs, recipe.identity.pulid_finishing())
 
     def enabled(self, recipe: Recipe) -> bool:
         return self.region in recipe.refine.active_regions()
@@ -95,14 +97,17 @@ class RefineRegionStage:
             guard if guarded else None,
             models.identity_identity() if guarded else "", reference,
             env.fill_identity() if detailer.fill_model else "", pulid_finishing(recipe, env),
+            character_params(recipe, env),
         )  # fmt: skip
 
     def run(self, ctx: StageContext, p: RefineStageParams, upstream: dict) -> RefinedImages:
         images = images_of(next(iter(upstream.values())))  # the first input (maybe forwarded)
         bundle = ctx.services.flux_bundle()
         apply_loras(ctx, bundle, p.loras, "transformer")
-        cond = region_conditioning(bundle, conditioning(upstream), p.prompt)
+        cond = region_conditioning(bundle, main_conditioning(upstream), p.prompt)
         work = RegionWork(self, ctx, p, bundle, cond, pulid_pass(ctx, p.pulid, upstream))
+        if p.characters is not None:
+            work.characters = Characters(upstream["regions"], p.characters)
         refined, found = [], []
         for index, image in enumerate(images):
             pixels, boxes = work.image(index, image.permute(1, 2, 0).float().cpu().numpy())
@@ -147,6 +152,7 @@ class RegionWork:
         self.models = refine_models(ctx.services)
         self.reference = self._reference_embedding() if p.reference else None
         self.fill = fill_model(ctx, stage.region, p.detailer.fill_model, p.fill)
+        self.characters: Characters | None = None
 
     def image(self, index: int, pixels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """The refined (H, W, 3) pixels of one image and what was found in it."""
@@ -166,8 +172,8 @@ class RegionWork:
             self.ctx.step(self.stage.name, number, len(segments), f"refining {region} {number + 1}")
             seed = self.p.seed + index + number  # Impact: seed + i per segment
             outcome = refine_segment(
-                self.ctx, self.stage.name, self.bundle, self.cond, pixels, segment,
-                self.p.detailer, self.p.settings, seed, self.fill, self.pulid,
+                self.ctx, self.stage.name, self.bundle, self._cond(segment, pixels, number), pixels,
+                segment, self.p.detailer, self.p.settings, seed, self.fill, self.pulid,
             )  # fmt: skip
             if outcome.refined and self.p.guard is not None:
                 check = self._check(f"{region} {number + 1}", segment, pixels, outcome.image)
@@ -178,6 +184,23 @@ class RegionWork:
         if checks:
             self.ctx.note(guard_note(self.models.identity_encoder(), checks))
         return pixels, [_found(segment) for segment in segments]
+
+    def _cond(self, segment: Segment, pixels: np.ndarray, number: int) -> Conditioning:
+        """The segment's conditioning (its region's character with regions on), its LoRAs
+        put on the transformer."""
+        if self.characters is None:
+            return self.cond
+        height, width = pixels.shape[:2]
+        owner = self.characters.owner(segment.bbox, width, height)
+        apply_loras(
+            self.ctx, self.bundle, self.characters.loras(self.p.loras, owner), "transformer"
+        )
+        label = f"Refine {self.stage.region} {number + 1}"
+        if owner is None:
+            self.ctx.note(f"{label}: between regions; rendered with the base prompt only.")
+            return self.cond
+        self.ctx.note(f"{label}: rendered as region {owner + 1}'s character.")
+        return self.characters.conditioning(self.cond, owner)
 
     def segments(self, pixels: np.ndarray) -> list[Segment]:
         d, rgb = self.p.detailer, to_uint8(pixels)

@@ -55,7 +55,8 @@ class RegionsStage:
             base.positive.tokens.shape[1] if p.base_segment else 0,
             tuple(t.tokens.shape[1] for t in texts),
         )
-        layout = RegionalLayout.from_masks(segments, masks, p.regions.isolate)
+        own_pooled = torch.stack([t.pooled for t in texts])
+        layout = RegionalLayout.from_masks(segments, masks, p.regions.isolate, own_pooled)
         weights = layout.weights
         positive = base.positive
         parts = [positive.tokens] if p.base_segment else []
