@@ -17,6 +17,7 @@ from studio.bindings_expression import EXPRESSION_BINDINGS
 from studio.bindings_identity import IDENTITY_BINDINGS
 from studio.bindings_redux import REDUX_BINDINGS
 from studio.bindings_refine import REFINE_BINDINGS
+from studio.bindings_regions import REGIONS_BINDINGS
 from studio.bindings_upscale import UPSCALE_BINDINGS
 
 BINDINGS: tuple[Binding, ...] = (
@@ -256,6 +257,7 @@ BINDINGS: tuple[Binding, ...] = (
         widget="number",
     ),
     *IDENTITY_BINDINGS,
+    *REGIONS_BINDINGS,
     *EXPRESSION_BINDINGS,
     *REFINE_BINDINGS,
     *UPSCALE_BINDINGS,

@@ -4,7 +4,8 @@ back from component values to a Recipe.
 Panels ask `Controls` for a component by field path; callbacks ask it to turn component
 values into a Recipe (through `set_path`, so every value is validated like JSON input) and
 a Recipe back into component values. LoRA slot rows ("prompt.loras.<row>.<field>") map to
-the recipe's LoRA stack here too.
+the recipe's LoRA stack here too. A field no single component can show (the Regions panel's
+tuple of regions) joins as a `FieldGroup`: components that read and show it together.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import gradio as gr
 
@@ -128,11 +129,30 @@ def _decimals(step: float | None) -> int | None:
     return max(0, math.ceil(-math.log10(step) - 1e-9))
 
 
+class FieldGroup(Protocol):
+    """Components that together show one recipe field (`path`), e.g. the regions."""
+
+    path: str
+
+    def components(self) -> list[gr.Component]:
+        """The components Generate reads and a restored recipe sets."""
+        ...
+
+    def read(self, recipe: Recipe, values: Mapping[gr.Component, Any]) -> Recipe:
+        """`recipe` with the field read from `values` (unchanged when they lack the group)."""
+        ...
+
+    def show(self, recipe: Recipe) -> dict[gr.Component, Any]:
+        """Component values that show `recipe`'s field."""
+        ...
+
+
 class Controls:
     """The components of the bound fields of one page, by path, in creation order."""
 
     def __init__(self) -> None:
         self.by_path: dict[str, gr.Component] = {}
+        self.groups: list[FieldGroup] = []
 
     def add(
         self, path: str, recipe: Recipe, choices: Iterable[Any] | None = None, **layout: Any
@@ -147,12 +167,18 @@ class Controls:
         with gr.Row():
             return [self.add(path, recipe) for path in paths]
 
+    def add_group(self, group: FieldGroup) -> None:
+        """Register a group of components that read and show one field together."""
+        self.groups.append(group)
+
     def __getitem__(self, path: str) -> gr.Component:
         return self.by_path[path]
 
     def components(self, prefix: str = "") -> list[gr.Component]:
         """The components whose path starts with `prefix` (all of them by default)."""
-        return [c for p, c in self.by_path.items() if p.startswith(prefix)]
+        own = [c for p, c in self.by_path.items() if p.startswith(prefix)]
+        grouped = [c for g in self.groups if g.path.startswith(prefix) for c in g.components()]
+        return own + grouped
 
     def lora_rows(self) -> int:
         """How many LoRA slot rows the page has."""
@@ -176,11 +202,17 @@ class Controls:
                 rows.setdefault(slot[0], {})[slot[1]] = values[component]
             else:
                 recipe = recipe_with(recipe, path, values[component])
+        for group in self.groups:
+            if group.path.startswith(prefix):
+                recipe = group.read(recipe, values)
         return with_lora_rows(recipe, rows, self.lora_rows()) if rows else recipe
 
     def updates(self, recipe: Recipe) -> dict[gr.Component, Any]:
         """Component values that show `recipe` (a Gradio output dict)."""
-        return {c: binding(p).to_component(value_of(recipe, p)) for p, c in self.by_path.items()}
+        out = {c: binding(p).to_component(value_of(recipe, p)) for p, c in self.by_path.items()}
+        for group in self.groups:
+            out.update(group.show(recipe))
+        return out
 
 
 def recipe_with(recipe: Recipe, path: str, value: Any) -> Recipe:
@@ -203,15 +235,22 @@ def with_lora_rows(recipe: Recipe, rows: Mapping[int, Mapping[str, Any]], shown:
     Rows without a file are left out; slots beyond the `shown` rows (a recipe with more
     slots than the page has rows) are kept as they were.
     """
-    old = recipe.prompt.loras
+    prompt = dataclasses.replace(
+        recipe.prompt, loras=slots_from_rows(recipe.prompt.loras, rows, shown)
+    )
+    return dataclasses.replace(recipe, prompt=prompt)
+
+
+def slots_from_rows(
+    old: tuple[LoraSlot, ...], rows: Mapping[int, Mapping[str, Any]], shown: int
+) -> tuple[LoraSlot, ...]:
+    """A LoRA stack read from slot rows over the stack `old`, by `with_lora_rows`' rules."""
     slots = [
         _slot_from_row(row, values, old[row] if row < len(old) else LoraSlot())
         for row, values in sorted(rows.items())
         if str(values.get("file") or "").strip()
     ]
-    slots += old[shown:]
-    prompt = dataclasses.replace(recipe.prompt, loras=tuple(slots))
-    return dataclasses.replace(recipe, prompt=prompt)
+    return (*slots, *old[shown:])
 
 
 def _slot_from_row(row: int, values: Mapping[str, Any], last: LoraSlot) -> LoraSlot:

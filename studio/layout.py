@@ -24,12 +24,14 @@ from studio.panels import (
     prompt,
     redux,
     refine,
+    regions,
     results,
     settings,
     upscale,
 )
 from studio.presets import load_presets
 from studio.refine_callbacks import RefineCallbacks
+from studio.regions_callbacks import RegionsCallbacks
 from studio.results_callbacks import ResultsCallbacks
 from studio.session import Session
 from studio.upscale_callbacks import UpscaleCallbacks
@@ -73,6 +75,9 @@ def build_ui(engine: Any) -> gr.Blocks:
                         likeness = identity.build_identity_accordion(
                             controls, recipe, engine.list_controlnets()
                         )
+                        characters = regions.build_regions_accordion(
+                            controls, recipe, loras.list_loras(engine)
+                        )
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
                         tab = settings.build_settings_tab(controls, recipe, presets)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
@@ -110,6 +115,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         details_callbacks = RefineCallbacks(callbacks, details)
         enlarge_callbacks = UpscaleCallbacks(callbacks, enlarge)
         likeness_callbacks = IdentityCallbacks(callbacks, likeness)
+        characters_callbacks = RegionsCallbacks(callbacks, characters)
         rendered = _wire_render(callbacks, generate, stop)
         demo.unload(callbacks.disconnected)  # a closed tab stops its render
         _wire_color(callbacks)
@@ -120,6 +126,7 @@ def build_ui(engine: Any) -> gr.Blocks:
         details_callbacks.wire(after_render=rendered)
         enlarge_callbacks.wire(after_render=rendered)
         likeness_callbacks.wire()
+        characters_callbacks.wire(after_render=rendered)
         if callbacks.redux is not None:
             callbacks.redux.wire()
         if callbacks.loras is not None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from engine.recipe import Recipe
 from engine.recipe_json import field_paths, get_path
 from studio.bindings import BINDINGS, LORAS, LORAS_LABEL, Binding
+from studio.bindings_regions import REGIONS
 from studio.bindings_upscale import FINAL_LORAS
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ SECTION_NAMES = {
     "prompt": "Size / LoRA / Prompt",
     "settings": "Settings",
     "latent": "Latent",
+    "regions": "Regions",
     "expression": "Expression",
     "refine": "Refine",
     "upscale": "Upscale",
@@ -140,6 +142,8 @@ def change_text(path: str, old: Any, new: Any) -> list[str]:
     """How one changed field is named: 'Steps 25 → 10', 'Negative prompt set', LoRA slots."""
     if path in SLOT_NAMES:
         return lora_changes(old, new, SLOT_NAMES[path])
+    if path == REGIONS:  # prompts, LoRAs and masks of the Regions panel, not one value
+        return [f"Regions' prompts, LoRAs or masks ({len(old)} → {len(new)} regions)"]
     label = field_label(path)
     if _is_long_text(path, old) or _is_long_text(path, new):
         return [f"{label} {'set' if not old else 'cleared' if not new else 'replaced'}"]
@@ -151,6 +155,8 @@ def setting_text(path: str, value: Any) -> list[str]:
     if path in SLOT_NAMES:
         slots = [slot_text(n, s, SLOT_NAMES[path]) for n, s in enumerate(value, start=1)]
         return slots or [f"{STACK_NAMES[path]} empty"]
+    if path == REGIONS:
+        return [f"Regions' prompts, LoRAs and masks ({len(value)} regions)"]
     if _is_long_text(path, value):
         return [f"{field_label(path)} ({'its own text' if value else 'empty'})"]
     return [f"{field_label(path)} {format_value(path, value)}"]
