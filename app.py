@@ -6,11 +6,13 @@ Nothing heavy happens at import; run `python app.py --help` for the flags.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import app_space
 import app_zerogpu
@@ -62,6 +64,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--data", type=Path, default=Path("data"), metavar="DIR", help="uploads and caches"
     )
     add_speed_flags(parser)
+    parser.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="one warm engine per device, e.g. cuda:0,cuda:1: renders go to a free GPU, "
+        "re-grades to the one holding the image",
+    )
     return parser.parse_args(argv)
 
 
@@ -146,6 +154,22 @@ def served_folders(outputs: Path, data: Path) -> list[str]:
     return [str(outputs), str(data / "history" / "thumbs")]
 
 
+def build_engine(config: Any, devices: str | None) -> Any:
+    """One Engine, or with several --devices an EnginePool of one engine per device."""
+    from engine.engine import Engine
+
+    names = [d.strip() for d in (devices or "").split(",") if d.strip()]
+    if len(names) <= 1:
+        if names:
+            config = dataclasses.replace(
+                config, models=dataclasses.replace(config.models, device=names[0])
+            )
+        return Engine(config)
+    from engine.pool import EnginePool
+
+    return EnginePool.on_devices(config, names)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args, gpu_seconds = space_args(parse_args(argv))
     auth = parse_auth(args.auth)
@@ -160,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # Imported here: these pull in torch, and importing app.py must stay cheap.
     import studio
-    from engine.engine import Engine, EngineConfig
+    from engine.engine import EngineConfig
     from engine.models.manager import ModelConfig
     from studio.auth_guard import guard_app_kwargs
 
@@ -174,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = EngineConfig(
         models=models, outputs_dir=args.outputs, data_dir=args.data, budget=run_budget(args)
     )
-    engine = Engine(config)
+    engine = build_engine(config, args.devices)
     if args.warmup or (args.warmup is None and engine.device.type == "cuda"):
         engine.start_warm_up()
     demo = studio.build_ui(app_zerogpu.on_zero_gpu(engine, gpu))

@@ -37,7 +37,7 @@ from studio.session import Session
 from studio.upscale_callbacks import UpscaleCallbacks
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
-# Renders share the GPU: one at a time, API and buttons alike.
+# Renders share the GPUs: one at a time per engine, API and buttons alike.
 GPU = "gpu"
 # Colour re-grades are cheap and never wait behind a render.
 COLOR = "color"
@@ -100,6 +100,7 @@ def build_ui(engine: Any) -> gr.Blocks:
                         upload = color.build_color_tab(controls, recipe, engine.list_luts())
             with gr.Column(scale=6, min_width=420, elem_id="ps-results"):
                 panel = results.build_results()
+                _engine_queue(engine)
         callbacks = StudioCallbacks(
             engine,
             controls,
@@ -139,6 +140,22 @@ def build_ui(engine: Any) -> gr.Blocks:
     return demo
 
 
+def render_slots(engine: Any) -> int:
+    """Renders that may run at once: one per engine (an EnginePool has several)."""
+    return getattr(engine, "size", 1)
+
+
+def _engine_queue(engine: Any) -> None:
+    """With several engines, which device renders what, refreshed every two seconds."""
+    if render_slots(engine) < 2:
+        return
+    lines = gr.Markdown(" · ".join(engine.queue_lines()), elem_id="ps-engines")
+    gr.Timer(2.0).tick(
+        lambda: " · ".join(engine.queue_lines()), outputs=lines, api_visibility="private",
+        show_progress="hidden", concurrency_limit=None,
+    )  # fmt: skip
+
+
 def _banner(engine: Any) -> None:
     gr.Markdown("# Portrait Studio", elem_id="ps-title")
     lines = []
@@ -172,7 +189,7 @@ def _wire_render(cb: StudioCallbacks, generate: gr.Button, stop: gr.Button) -> A
         cb.generate,
         inputs={cb.state, cb.seed_mode, *cb.controls.components()},
         outputs=cb.run_outputs(),
-        concurrency_limit=1,
+        concurrency_limit=render_slots(cb.engine),
         concurrency_id=GPU,
         trigger_mode="once",
         api_visibility="private",
@@ -276,7 +293,7 @@ def _api(cb: StudioCallbacks) -> None:
             "Render a recipe JSON (a partial recipe is laid over the default one). Returns "
             "the PNG files, each carrying its recipe, and the run report."
         ),
-        concurrency_limit=1,
+        concurrency_limit=render_slots(api.engine),
         concurrency_id=GPU,
     )
     store.click(
