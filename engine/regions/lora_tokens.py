@@ -5,8 +5,9 @@ Why not ComfyUI's way (hook LoRAs: one model call per region, outputs blended by
 That costs a full transformer call per region and step; a LoRA update is a rank-r product,
 so masking it per token costs about what the LoRA costs anyway (bench/regions.py). The
 region adapters stay loaded as peft adapters but inactive; a forward hook on each LoRA layer
-adds Σ_r w_r[token] · s_r · B_r(A_r(x)) to the layer's output, where w_r is 1 on region r's
-text, 0 on other text and the region's mask weight on image tokens.
+adds Σ_r B_r(w_r[token] · s_r · A_r(x)) to the layer's output (the per-token weight scales
+the rank-r activations, not the layer's wide output), where w_r is 1 on region r's text, 0
+on other text and the region's mask weight on image tokens.
 
 Layers without a token axis (the modulation of every block, the time / guidance / pooled
 embedders, the final norm) act on the whole image at once: a region's update there cannot be
@@ -107,28 +108,43 @@ def _part(
 
 
 def _hook(layer: LoraLayer, parts: list):
+    """Adds every region's update in one pair of products: x·[A_1; A_2; …]ᵀ gives the rank-r
+    activations of all adapters, each column scaled per token by its region's weight and
+    strength (cheap: r columns, not the layer's width), then ·[B_1, B_2, …]ᵀ onto the output."""
+    names = [name for adapters, _ in parts for name, _ in adapters]
+    ranks = [layer.lora_A[name].weight.shape[0] for name in names]
+    down = torch.cat([layer.lora_A[name].weight for name in names])
+    up = torch.cat([layer.lora_B[name].weight for name in names], dim=1)
+    columns = _column_weights(parts, ranks)  # float32: strengths keep their precision
     cache: dict = {}
 
     def add_updates(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
-        for adapters, tokens in parts:
-            if tokens.shape[0] != x.shape[-2]:
-                raise RuntimeError(
-                    f"a region LoRA layer saw {x.shape[-2]} tokens, expected {tokens.shape[0]}"
-                )
-            weight = _on(cache, tokens, output)
-            for name, scale in adapters:
-                lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
-                update = lora_b(lora_a(x.to(lora_a.weight.dtype))) * scale
-                output = output + (weight * update).to(output.dtype)
-        return output
+        if columns.shape[0] != x.shape[-2]:
+            raise RuntimeError(
+                f"a region LoRA layer saw {x.shape[-2]} tokens, expected {columns.shape[0]}"
+            )
+        a, b, w = _on(cache, (down, up, columns), x.device)
+        low = (torch.nn.functional.linear(x.to(a.dtype), a).float() * w).to(a.dtype)
+        return output + torch.nn.functional.linear(low, b).to(output.dtype)
 
     return add_updates
 
 
-def _on(cache: dict, tokens: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The token weights as a (T, 1) column on the output's device (converted once)."""
-    key = (id(tokens), like.device)
-    if key not in cache:
-        cache[key] = tokens.to(like.device, torch.float32)[:, None]
-    return cache[key]
+def _column_weights(parts: list, ranks: list[int]) -> torch.Tensor:
+    """(T, Σ ranks): for each adapter's rank columns, its region's token weights × its scaled
+    strength."""
+    blocks, index = [], 0
+    for adapters, tokens in parts:
+        for _, scale in adapters:
+            weight = tokens.float()[:, None] * scale
+            blocks.append(weight.expand(-1, ranks[index]))
+            index += 1
+    return torch.cat(blocks, dim=1)
+
+
+def _on(cache: dict, tensors: tuple, device: torch.device) -> tuple:
+    """The factors and column weights on the input's device (moved once)."""
+    if device not in cache:
+        cache[device] = tuple(t.to(device) for t in tensors)
+    return cache[device]

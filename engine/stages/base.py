@@ -16,6 +16,7 @@ from engine.graph import StageContext
 from engine.identity.models import identity_models
 from engine.identity.pose_sampling import PoseSampling, pose_control
 from engine.identity.pulid_passes import (
+    PulidPass,
     pulid_during,
     pulid_pass,
     pulid_sampling,
@@ -80,18 +81,32 @@ class BaseStage:
         init = None
         if s.start_from_image:
             init = encode_image(bundle, upstream["image"], s.width, s.height, len(s.seeds))
-        cond = conditioning(upstream)
+        extras = PassExtras(p.loras, p.regions, pulid_pass(ctx, p.pulid, upstream))
         control = pose_on(ctx, bundle, p)
-        pulid = pulid_pass(ctx, p.pulid, upstream)
-        with (
-            pass_loras(ctx, bundle, p.regions, cond, p.loras),
-            pulid_during(pulid, bundle.transformer, s),
-        ):
-            window = pass_window(p.regions, s)
-            tokens = run_pass(
-                ctx, self.name, bundle, cond, s, init, control=control, region_window=window
-            )
+        tokens = sample(ctx, self.name, bundle, conditioning(upstream), s, init, extras, control)
         return LatentResult(tokens, s.width, s.height)
+
+
+@dataclass(frozen=True)
+class PassExtras:
+    """What acts on a Flux pass besides its prompt: the LoRA stack, the regions and PuLID."""
+
+    loras: LoraParams
+    regions: RegionSampling | None
+    pulid: PulidPass | None
+
+
+def sample(
+    ctx: StageContext, stage: str, bundle, cond: Conditioning, s: SamplingPass,
+    init: torch.Tensor | None, extras: PassExtras, control: Callable | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """run_pass with the LoRA stack (and each region's LoRAs and mask) and PuLID on."""
+    with (
+        pass_loras(ctx, bundle, extras.regions, cond, extras.loras),
+        pulid_during(extras.pulid, bundle.transformer, s),
+    ):
+        window = pass_window(extras.regions, s)
+        return run_pass(ctx, stage, bundle, cond, s, init, control=control, region_window=window)
 
 
 def pose_sampling(recipe: Recipe, env: Any) -> PoseSampling | None:

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from engine.flux import latents
-from engine.flux.sampling import SamplingPass, run_pass
+from engine.flux.sampling import SamplingPass
 from engine.graph import StageContext
 from engine.identity.pulid_passes import (
-    pulid_during,
     pulid_finishing,
     pulid_pass,
     with_identity_embed,
@@ -35,9 +34,9 @@ from engine.identity.pulid_passes import (
 from engine.identity.pulid_sampling import PulidSampling
 from engine.lora import LoraParams
 from engine.recipe import DetailDaemonParams, FirstBlockCacheParams, LatentParams, Recipe
-from engine.regions.sampling import RegionSampling, fitted, pass_loras, pass_window, region_sampling
+from engine.regions.sampling import RegionSampling, fitted, region_sampling
 from engine.sizes import round_to_grid
-from engine.stages.base import LatentResult, base_sampling, conditioning
+from engine.stages.base import LatentResult, PassExtras, base_sampling, conditioning, sample
 
 NEUTRAL_SMOOTHNESS = 0.5
 
@@ -106,15 +105,8 @@ class LatentStage:
             z = F.interpolate(z, size=(s.height // 8, s.width // 8), mode="bicubic")
         z = inject_noise(z, p.noise_strength, p.noise_seed)
         cond = fitted(conditioning(upstream), s.width, s.height)
-        pulid = pulid_pass(ctx, p.pulid, upstream)
-        with (
-            pass_loras(ctx, bundle, p.regions, cond, p.loras),
-            pulid_during(pulid, bundle.transformer, s),
-        ):
-            window = pass_window(p.regions, s)
-            tokens = run_pass(
-                ctx, self.name, bundle, cond, s, latents.pack(z), region_window=window
-            )
+        extras = PassExtras(p.loras, p.regions, pulid_pass(ctx, p.pulid, upstream))
+        tokens = sample(ctx, self.name, bundle, cond, s, latents.pack(z), extras)
         return LatentResult(tokens, s.width, s.height)
 
 
