@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark of bench/ at its full configuration on this machine's GPU, in one go
-# (each bench has a time limit, about 20 minutes in all; on an H200 the first seven benches
+# (each bench has a time limit, about 21 minutes in all; on an H200 the first seven benches
 # took about 7), then one table of all figures:
 #   bash bench/gpu.sh [RESULTS_DIR]      (default bench/results)
 # Logs and JSON land in RESULTS_DIR; the table is RESULTS_DIR/gpu-<GPU name>.md, for
@@ -35,4 +35,5 @@ bench expression 120 bench/expression.py --moves 20
 bench refine 180 bench/refine.py
 bench identity 150 bench/identity.py
 bench upscale 120 bench/upscale.py
+bench regions 90 bench/regions.py
 "$py" bench/gpu_table.py "$out"

@@ -23,7 +23,6 @@ A readable table, then the JSON summary as the last line (also bench/results/ide
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from contextlib import AbstractContextManager, nullcontext
@@ -36,7 +35,7 @@ from diffusers import FluxControlNetModel, FluxTransformer2DModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.random_models import build, config, weights_gb  # noqa: E402
-from bench.refine_setup import Clock, peak_gb, rounded  # noqa: E402
+from bench.refine_setup import Clock, peak_gb, rounded, step_bench_main  # noqa: E402
 from engine.flux.denoiser import FluxDenoiser  # noqa: E402
 from engine.flux.inpaint import DEFAULT_MU  # noqa: E402
 from engine.flux.latents import image_ids  # noqa: E402
@@ -271,18 +270,7 @@ def show(f: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
-    parser.add_argument("--size", type=int, default=0, help="render size (1024 on CUDA, 256 CPU)")
-    parser.add_argument("--steps", type=int, default=0, help="timed steps (5 on CUDA, 3 CPU)")
-    args = parser.parse_args(argv)
-    if args.steps < 0 or args.size < 0:
-        parser.error("--steps and --size must be positive")
-    figures = run(args)
-    show(figures)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=1) + "\n")
-    print(json.dumps(figures))
+    step_bench_main(__doc__, run, show, RESULTS, argv)
 
 
 if __name__ == "__main__":

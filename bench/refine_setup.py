@@ -4,6 +4,8 @@ the detections of each region (the engine's MTCNN and landmarks; fixed hand boxe
 
 from __future__ import annotations
 
+import argparse
+import json
 import resource
 import sys
 import time
@@ -218,3 +220,20 @@ def rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [rounded(v) for v in value]
     return value
+
+
+def step_bench_main(doc: str, run, show, results: Path, argv: list[str] | None = None) -> None:
+    """The command line of the per-step benches (identity, regions): --device, --size and
+    --steps; prints the table and one JSON line, and writes the JSON to `results`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    parser.add_argument("--size", type=int, default=0, help="render size (1024 on CUDA, 256 CPU)")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (5 on CUDA, 3 CPU)")
+    args = parser.parse_args(argv)
+    if args.steps < 0 or args.size < 0:
+        parser.error("--steps and --size must be positive")
+    figures = run(args)
+    show(figures)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps(figures))

@@ -149,6 +149,7 @@ def test_two_character_presets_switch_regions_on_with_the_seeds_blur(
         "simple",
     )
     assert (fast.regions.blur, fast.prompt.width, fast.settings.steps) == (32.0, 768, 18)
+    assert (quality.regions.text_tokens, fast.regions.text_tokens) == (0, 128)
     assert quality.regions.regions == Recipe().regions.regions  # the person's regions stay
 
 
