@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from engine.batch.flags import add_ray_flags, render_on_ray, with_ray_address
 from engine.engine import Engine, EngineConfig
 from engine.errors import Cancelled, StudioError
 from engine.identity_report import add_report_flags
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("recipes", nargs="+", type=Path, help="recipe .json or studio .png files")
     add_engine_flags(render)
     render.add_argument("--no-save", action="store_true", help="do not write PNGs")
+    add_ray_flags(render)
     models = sub.add_parser("models", help="say which model files were found and where")
     add_engine_flags(models)
     report = sub.add_parser("identity-report", help="seed 002's identity table over 4 setups")
@@ -78,18 +80,29 @@ def render_one(engine: Engine, path: Path, save: bool) -> dict:
         recipe = engine.read_recipe_file(path)
         result = engine.run(recipe, save=save)
     except (StudioError, Cancelled) as exc:
-        return {"recipe": str(path), "ok": False, "error": str(exc)}
+        return error_line(path, str(exc))
+    return ok_line(path, result.report.to_dict(), result.report.line(), result.saved)
+
+
+def ok_line(path: Path, report: dict, line: str, saved: list[Path]) -> dict:
+    """The JSON line of a render (the same with and without `--ray`)."""
     return {
         "recipe": str(path),
         "ok": True,
-        "report": result.report.to_dict(),
-        "line": result.report.line(),
-        "saved": [str(p) for p in result.saved],
+        "report": report,
+        "line": line,
+        "saved": [str(p) for p in saved],
     }
 
 
+def error_line(path: Path, error: str) -> dict:
+    return {"recipe": str(path), "ok": False, "error": error}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(with_ray_address(sys.argv[1:] if argv is None else argv))
+    if args.command == "render" and args.ray:
+        return render_on_ray(args)  # the only way Ray gets imported
     engine = engine_from_args(args)
     if args.command == "models":
         print(engine.models_status())
