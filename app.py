@@ -18,6 +18,8 @@ import app_space
 import app_zerogpu
 from app_sharing import OPEN_STUDIO_FLAG, sharing_refusal
 from engine.files import empty_folder, remove_stale_temp_files
+from engine.models.place_flags import add_model_place_flags, model_place_settings
+from engine.quiet_console import quiet_console
 from engine.speed_options import add_speed_flags, run_budget, speed_settings
 
 GRADIO_TEMP = "gradio-tmp"  # Gradio's upload cache, inside the data folder
@@ -36,6 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     weights.add_argument(
         "--tiny", action="store_true", help="demo mode: tiny random models, not real Flux"
     )
+    add_model_place_flags(weights)
     serve = parser.add_argument_group("server")
     serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR", help="bind address")
     serve.add_argument("--port", type=int, default=7860, metavar="N")
@@ -179,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     clean_at_start(args.outputs, args.data)
     use_gradio_temp(args.data)  # before gradio is first imported
     gpu = app_zerogpu.zero_gpu(gpu_seconds) if gpu_seconds else None  # before torch
+    quiet_console()  # library noise filtered once; real warnings and errors still log
     if gpu is not None and args.warmup is None:
         args.warmup = False  # ZeroGPU lends the GPU only inside a render
 
@@ -193,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         diffusers_dir=args.diffusers,
         repo_id=args.repo,
         tiny=args.tiny,
+        **model_place_settings(args),
         **speed_settings(args),
     )
     config = EngineConfig(

@@ -17,6 +17,7 @@ from engine.errors import Cancelled, StudioError
 from engine.identity_report import add_report_flags
 from engine.identity_report import main as identity_report
 from engine.models.manager import ModelConfig
+from engine.models.place_flags import add_model_place_flags, model_place_settings
 from engine.speed_options import add_speed_flags, run_budget, speed_settings
 
 
@@ -42,6 +43,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diffusers", type=Path, help="a diffusers FLUX folder")
     parser.add_argument("--repo", help="a Hugging Face repo id, downloaded on first use")
     parser.add_argument("--tiny", action="store_true", help="tiny random demo models")
+    add_model_place_flags(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="output folder")
     parser.add_argument("--data", type=Path, default=Path("data"), help="uploads and state")
@@ -63,6 +65,7 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
         tiny=args.tiny,
         device=args.device,
         **speed_settings(args),
+        **model_place_settings(args),
     )
     config = EngineConfig(
         models=models,

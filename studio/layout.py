@@ -163,8 +163,9 @@ def _banner(engine: Any) -> None:
         lines.append(f"**{label}**")
     if not engine.has_diffusion():
         lines.append(
-            "No diffusion weights were found, so Generate is off. The Expression and Color "
-            "tabs still edit and grade uploaded images.\n\n" + engine.models_status()
+            "Generate is off until the Flux files are complete (what is missing is below). "
+            "The Expression and Color tabs still edit and grade uploaded images.\n\n"
+            + engine.models_status()
         )
     gr.Markdown("\n\n".join(lines), visible=bool(lines), elem_id="ps-banner")
 

@@ -48,13 +48,18 @@ class Header:
         return None
 
     def count_blocks(self, stem: str) -> int:
-        """How many numbered blocks `<stem><n>.` the file holds (0 when none)."""
+        """How many numbered blocks `<stem><n>.` the file holds (highest number + 1; 0: none)."""
+        numbers = self.block_numbers(stem)
+        return numbers[-1] + 1 if numbers else 0
+
+    def block_numbers(self, stem: str) -> list[int]:
+        """The sorted block numbers n of the keys `<stem><n>.…` (a gap means a missing block)."""
         numbers = {
             int(key[len(stem) :].split(".", 1)[0])
             for key in self.shapes
             if key.startswith(stem) and key[len(stem) :].split(".", 1)[0].isdigit()
         }
-        return max(numbers) + 1 if numbers else 0
+        return sorted(numbers)
 
 
 def is_scaled_fp8(header: Header) -> bool:

@@ -20,6 +20,11 @@ _DIFFUSERS_ANCHOR = "transformer_blocks.0.attn.to_q.weight"
 _VAE_ANCHOR = "decoder.conv_in.weight"
 _CLIP_ANCHOR = "embeddings.token_embedding.weight"
 _T5_ANCHOR = "encoder.block.0.layer.0.SelfAttention.q.weight"
+# Keys outside the numbered blocks: a file that lost a block (a bad conversion, a pruned
+# copy) is still recognised, so loading and `engine models` can say which block is missing.
+_BFL_EMBEDS = ("img_in.weight", "txt_in.weight", "final_layer.linear.weight")
+_DIFFUSERS_EMBEDS = ("x_embedder.weight", "context_embedder.weight", "proj_out.weight")
+_T5_EMBEDS = ("encoder.final_layer_norm.weight",)
 
 # width -> config family; "flux1" = the JSON configs in configs/, "tiny" = tiny.py.
 TRANSFORMER_WIDTHS = {3072: "flux1", 32: "tiny"}
@@ -57,20 +62,35 @@ def detect_transformer(header: Header, in_channels: int = BASE_IN_CHANNELS) -> D
     """A Flux transformer (BFL, ComfyUI-prefixed or diffusers layout) taking `in_channels`
     per token, or why not."""
     prefix = header.prefix_of(_BFL_ANCHOR)
+    if prefix is None:
+        prefix = _prefix_with(header, _BFL_EMBEDS)
     found: Detected | str = "not a Flux transformer"
     if prefix is not None:
         found = _bfl_transformer(header, prefix)
     else:
-        prefix = header.prefix_of(_DIFFUSERS_ANCHOR)
-        if prefix is not None and header.has(
-            f"{prefix}single_transformer_blocks.0.proj_mlp.weight"
-        ):
+        prefix = _diffusers_prefix(header)
+        if prefix is not None:
             found = _diffusers_transformer(header, prefix)
     if isinstance(found, Detected) and found.dims()["in_channels"] != in_channels:
         channels = found.dims()["in_channels"]
         kind = TRANSFORMER_KINDS.get(channels, f"Flux transformer with {channels} input channels")
         return f"a {kind}, not a {TRANSFORMER_KINDS[in_channels].split(',')[0]}"
     return found
+
+
+def _prefix_with(header: Header, keys: tuple[str, ...]) -> str | None:
+    """The prefix under which the file holds every one of `keys`, or None."""
+    prefix = header.prefix_of(keys[0])
+    if prefix is not None and all(header.has(prefix + key) for key in keys[1:]):
+        return prefix
+    return None
+
+
+def _diffusers_prefix(header: Header) -> str | None:
+    prefix = header.prefix_of(_DIFFUSERS_ANCHOR)
+    if prefix is not None and header.has(f"{prefix}single_transformer_blocks.0.proj_mlp.weight"):
+        return prefix
+    return _prefix_with(header, _DIFFUSERS_EMBEDS)
 
 
 def detect_fill(header: Header) -> Detected | str:
@@ -96,7 +116,7 @@ def _bfl_transformer(header: Header, prefix: str) -> Detected | str:
         "joint_attention_dim": header.shapes[f"{p}txt_in.weight"][1],
         "pooled_projection_dim": header.shapes[f"{p}vector_in.in_layer.weight"][1],
     }
-    return _transformer(header, p, "bfl", family, overrides, f"{p}{_BFL_ANCHOR}")
+    return _transformer(header, p, "bfl", family, overrides, (_BFL_ANCHOR, "img_in.weight"))
 
 
 def _diffusers_transformer(header: Header, prefix: str) -> Detected | str:
@@ -118,7 +138,8 @@ def _diffusers_transformer(header: Header, prefix: str) -> Detected | str:
         "joint_attention_dim": header.shapes[f"{p}context_embedder.weight"][1],
         "pooled_projection_dim": header.shapes[text_key][1],
     }
-    return _transformer(header, p, "diffusers", family, overrides, f"{p}{_DIFFUSERS_ANCHOR}")
+    anchors = (_DIFFUSERS_ANCHOR, "x_embedder.weight")
+    return _transformer(header, p, "diffusers", family, overrides, anchors)
 
 
 def _rows(header: Header, key: str, default: int) -> int:
@@ -127,8 +148,14 @@ def _rows(header: Header, key: str, default: int) -> int:
     return header.shapes[key][0] if header.has(key) else default
 
 
+def _stored_fp8(header: Header, prefix: str, keys: tuple[str, ...]) -> str:
+    """The fp8 dtype of the first of `keys` the file holds ("" when it is not fp8)."""
+    key = next((prefix + k for k in keys if header.has(prefix + k)), None)
+    return SAFETENSORS_FP8.get(header.dtypes[key], "") if key else ""
+
+
 def _transformer(
-    header: Header, prefix: str, layout: str, family: str, overrides: dict, anchor: str
+    header: Header, prefix: str, layout: str, family: str, overrides: dict, anchors: tuple
 ) -> Detected:
     return Detected(
         component="transformer",
@@ -136,7 +163,7 @@ def _transformer(
         prefix=prefix,
         layout=layout,
         overrides=tuple(sorted(overrides.items())),
-        file_fp8=SAFETENSORS_FP8.get(header.dtypes[anchor], ""),
+        file_fp8=_stored_fp8(header, prefix, anchors),
         variant="dev" if overrides["guidance_embeds"] else "schnell",
         fp8_scaled=is_scaled_fp8(header),
     )
@@ -182,6 +209,8 @@ def detect_t5(header: Header) -> Detected | str:
     and fp8_e4m3fn_scaled), or why not."""
     prefix = header.prefix_of(_T5_ANCHOR)
     if prefix is None:
+        prefix = _prefix_with(header, _T5_EMBEDS)
+    if prefix is None:
         return "not a T5 encoder"
     embed = next(
         (
@@ -199,7 +228,9 @@ def detect_t5(header: Header) -> Detected | str:
         return f"a T5 encoder of width {width} / vocabulary {vocab}, not T5-XXL"
     layers = header.count_blocks(f"{prefix}encoder.block.")
     overrides = (("d_model", width), ("num_layers", layers))
-    fp8 = SAFETENSORS_FP8.get(header.dtypes[f"{prefix}{_T5_ANCHOR}"], "")
+    stem = f"{prefix}encoder.block."
+    queries = [k for k in header.shapes if k.startswith(stem) and k.endswith(".q.weight")]
+    fp8 = _stored_fp8(header, "", (f"{prefix}{_T5_ANCHOR}", *queries[:1]))
     return Detected(
         "t5", family, prefix, "transformers", overrides, fp8, fp8_scaled=is_scaled_fp8(header)
     )

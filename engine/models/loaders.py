@@ -8,6 +8,7 @@ from_pretrained(config=..., state_dict=...) for the text encoders.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +30,11 @@ from transformers import (
 from engine.models import tiny
 from engine.models.checkpoint import CheckpointError, read_header, read_tensors
 from engine.models.detect import Detected
+from engine.models.locate_text import TOKENIZER_FILES
 from engine.models.specs import WeightSpec
 from engine.models.tiny_text import build_tiny_clip_tokenizer, build_tiny_t5_tokenizer
 
+log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FLUX1_CONFIGS = {
     "transformer": "flux1_transformer.json",
@@ -185,11 +188,16 @@ def load_tokenizer(spec: WeightSpec) -> Any:
 
 
 def download(spec: WeightSpec, cache_dir: Path | None) -> WeightSpec:
-    """Fetch a hub spec's subfolder (tqdm progress) and return it as a local spec."""
+    """Fetch a hub spec's subfolder (tqdm progress) and return it as a local spec; for a
+    tokenizer, only its tokenizer files (a few MB, never the repo's weights)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError
 
     patterns = [f"{spec.subfolder}/*", "model_index.json"]
+    if spec.component.endswith("_tokenizer"):
+        patterns = [f"{spec.subfolder}/{n}" if spec.subfolder else n for n in TOKENIZER_FILES]
+        files = ", ".join(patterns)
+        log.info("Downloading the tokenizer files of %s once (%s)", spec.repo_id, files)
     try:
         root = Path(snapshot_download(spec.repo_id, allow_patterns=patterns, cache_dir=cache_dir))
     except GatedRepoError as exc:

@@ -255,8 +255,10 @@ def find_in_hub(
     trail: Trail,
     subfolders: dict[str, str] = DIFFUSERS_SUBFOLDERS,
     find_local: Callable[[Path, str, Trail], WeightSpec | None] | None = None,
+    offline: bool = False,
 ) -> WeightSpec | None:
-    """The repo's diffusers subfolder from the HF cache, or a download spec when online.
+    """The repo's diffusers subfolder from the HF cache, or a download spec when online
+    (not `offline`, no HF_HUB_OFFLINE).
 
     `subfolders` and `find_local` let other model families (Redux) reuse the same rules.
     """
@@ -267,7 +269,7 @@ def find_in_hub(
         spec = (find_local or find_in_diffusers)(snapshot, component, trail)
         if spec is not None:
             return replace(spec, identity=identity, label=f"{repo_id}/{sub}")
-    if hub_offline():
+    if offline or hub_offline():
         trail.place(f"Hugging Face cache for {repo_id}/{sub} (not downloaded; offline)")
         return None
     trail.place(f"Hugging Face repo {repo_id}/{sub} (downloaded on first use)")

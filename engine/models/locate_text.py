@@ -1,25 +1,22 @@
 """Finding the CLIP-L and T5 tokenizers, which a ComfyUI models folder does not hold.
 
-Searched in order: the diffusers folder (tokenizer/, tokenizer_2/), the folder the text
-encoder came from, a ComfyUI install next to the models folder (comfy/sd1_tokenizer,
-comfy/text_encoders/t5_tokenizer, older comfy/t5_tokenizer), the repo's cached snapshot, the
-Hugging Face cache of openai/clip-vit-large-patch14 and google/t5-v1_1-xxl, and finally the
-repo id online.
+Searched in order: the folder the text encoder came from, the diffusers folder (tokenizer/,
+tokenizer_2/), the places on disk tokenizer_places.py lists for the models folder
+(<models>/tokenizers/, ComfyUI / Desktop / SwarmUI / Stability Matrix / Forge installs around
+it or named by extra_model_paths.yaml), the repo's cached snapshot, the Hugging Face cache of
+openai/clip-vit-large-patch14 and google/t5-v1_1-xxl; and, when downloads are allowed (no
+--offline, no HF_HUB_OFFLINE), a one-time download of just the tokenizer files.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.models.locate import DIFFUSERS_SUBFOLDERS, cached_snapshot, hub_offline
 from engine.models.specs import Trail, WeightSpec
+from engine.models.tokenizer_places import Place, disk_places
 
-COMFY_TOKENIZER_FOLDERS = {
-    "clip_tokenizer": (("comfy", "sd1_tokenizer"),),
-    "t5_tokenizer": (("comfy", "text_encoders", "t5_tokenizer"), ("comfy", "t5_tokenizer")),
-}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "vocab.json",
@@ -28,6 +25,7 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
+# The public repos whose tokenizers FLUX.1 uses, and a file that marks each as cached.
 CACHE_REPOS = {
     "clip_tokenizer": ("openai/clip-vit-large-patch14", ("tokenizer.json", "vocab.json")),
     "t5_tokenizer": ("google/t5-v1_1-xxl", ("tokenizer.json", "spiece.model")),
@@ -52,89 +50,85 @@ def tokenizer_problem(component: str, folder: Path) -> str | None:
     return "no tokenizer.json or spiece.model"
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    folder: Path | None  # None: a repo that is not in the cache
-    where: str
-    identity: str = ""  # fixed identity (a repo's tokenizer: the same cached or downloaded)
-
-
 def find_tokenizer(
     component: str,
     *,
     diffusers_dir: Path | None,
-    encoder: WeightSpec,
+    encoder: WeightSpec | None,
     models_dir: Path | None,
     repo_id: str | None,
     cache_dir: Path | None,
     trail: Trail,
+    extra_paths: Path | None = None,
+    offline: bool = False,
 ) -> WeightSpec | None:
-    """The first usable tokenizer folder, or a download spec when a repo id can be fetched."""
-    candidates = [
-        *_local_candidates(component, diffusers_dir, encoder, models_dir),
-        *_cache_candidates(component, repo_id, cache_dir),
+    """The first usable tokenizer folder, else a download spec when downloads are allowed."""
+    places = [
+        *_own_places(component, diffusers_dir, encoder),
+        *disk_places(component, models_dir, extra_paths, trail),
+        *_cache_places(component, repo_id, cache_dir),
     ]
-    for candidate in candidates:
-        spec = _folder_spec(component, candidate, trail)
+    for place in places:
+        spec = _folder_spec(component, place, trail)
         if spec is not None:
             return spec
-    if repo_id and not hub_offline():
+    repo = CACHE_REPOS[component][0]
+    if offline or hub_offline():
+        switch = "--offline" if offline else "HF_HUB_OFFLINE"
+        trail.place(f"Hugging Face repo {repo} (not downloaded: {switch} is set)")
+        return None
+    if repo_id:
         sub = DIFFUSERS_SUBFOLDERS[component]
         trail.place(f"Hugging Face repo {repo_id}/{sub} (downloaded on first use)")
-        return WeightSpec(
-            component,
-            "hub",
-            _hub_identity(repo_id, component),
-            repo_id=repo_id,
-            subfolder=sub,
-            label=f"{repo_id}/{sub}",
-        )
-    return None
+        identity = _hub_identity(repo_id, sub)
+        label = f"{repo_id}/{sub}"
+        return WeightSpec(component, "hub", identity, repo_id=repo_id, subfolder=sub, label=label)
+    trail.place(f"Hugging Face repo {repo} (its tokenizer files downloaded once, on first use)")
+    label = f"{repo} (downloaded on first use)"
+    return WeightSpec(component, "hub", _hub_identity(repo, ""), repo_id=repo, label=label)
 
 
-def _hub_identity(repo_id: str, component: str) -> str:
-    return f"hub:{repo_id}:{DIFFUSERS_SUBFOLDERS[component]}"
+def _hub_identity(repo_id: str, subfolder: str) -> str:
+    """The same before and after the download, so a first download reloads nothing."""
+    return f"hub:{repo_id}:{subfolder}"
 
 
-def _local_candidates(
-    component: str, diffusers_dir: Path | None, encoder: WeightSpec, models_dir: Path | None
-) -> list[_Candidate]:
+def _own_places(
+    component: str, diffusers_dir: Path | None, encoder: WeightSpec | None
+) -> list[Place]:
     sub = DIFFUSERS_SUBFOLDERS[component]
-    found: list[_Candidate] = []
-    if encoder.source == "diffusers" and encoder.path is not None:
-        found.append(_Candidate(encoder.path / sub, "the text encoder's folder"))
+    found: list[Place] = []
+    if encoder is not None and encoder.source == "diffusers" and encoder.path is not None:
+        found.append(Place(encoder.path / sub, "the text encoder's folder"))
     if diffusers_dir is not None:
-        found.append(_Candidate(diffusers_dir / sub, "diffusers folder"))
-    if models_dir is not None:
-        install = models_dir.parent
-        for parts in COMFY_TOKENIZER_FOLDERS[component]:
-            found.append(_Candidate(install.joinpath(*parts), "ComfyUI install"))
+        found.append(Place(diffusers_dir / sub, "diffusers folder"))
     return found
 
 
-def _cache_candidates(
-    component: str, repo_id: str | None, cache_dir: Path | None
-) -> list[_Candidate]:
-    found: list[_Candidate] = []
+def _cache_places(component: str, repo_id: str | None, cache_dir: Path | None) -> list[Place]:
+    found: list[Place] = []
+    sub = DIFFUSERS_SUBFOLDERS[component]
     if repo_id:
         snapshot = cached_snapshot(repo_id, "model_index.json", cache_dir)
-        folder = snapshot / DIFFUSERS_SUBFOLDERS[component] if snapshot else None
-        found.append(
-            _Candidate(
-                folder, f"Hugging Face cache of {repo_id}", _hub_identity(repo_id, component)
-            )
-        )
+        folder = snapshot / sub if snapshot else None
+        where = f"Hugging Face cache of {repo_id}"
+        found.append(Place(folder, where, identity=_hub_identity(repo_id, sub)))
     repo, files = CACHE_REPOS[component]
     snapshots = (cached_snapshot(repo, name, cache_dir) for name in files)
     folder = next((s for s in snapshots if s is not None), None)
-    found.append(_Candidate(folder, f"Hugging Face cache of {repo}"))
+    where = f"Hugging Face cache of {repo}"
+    found.append(Place(folder, where, identity=_hub_identity(repo, "")))
     return found
 
 
-def _folder_spec(component: str, candidate: _Candidate, trail: Trail) -> WeightSpec | None:
-    folder, where = candidate.folder, candidate.where
+def _folder_spec(component: str, place: Place, trail: Trail) -> WeightSpec | None:
+    folder, where = place.folder, place.where
     if folder is None:
         trail.place(f"{where} (not downloaded)")
+        return None
+    if not place.listed and not folder.is_dir():
+        if place.summary:
+            trail.place(place.summary)
         return None
     problem = tokenizer_problem(component, folder)
     trail.place(f"{folder} ({where})" + (f": {problem}" if problem else ""))
@@ -143,7 +137,7 @@ def _folder_spec(component: str, candidate: _Candidate, trail: Trail) -> WeightS
     return WeightSpec(
         component=component,
         source="folder",
-        identity=candidate.identity or _tokenizer_identity(folder),
+        identity=place.identity or _tokenizer_identity(folder),
         path=folder,
         label=f"{folder.name} ({where})",
     )

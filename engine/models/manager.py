@@ -18,6 +18,7 @@ from engine.lora.stack import LoraStack
 from engine.models import loaders
 from engine.models.attention import choose_attention
 from engine.models.checkpoint import CheckpointError
+from engine.models.diagnose import diagnosis_text, log_unusual
 from engine.models.fill import HOW_TO_GET_FILL, find_fill, load_fill
 from engine.models.memory import home_device, plan_memory
 from engine.models.precision import (
@@ -32,6 +33,7 @@ from engine.models.precision import (
 )
 from engine.models.resolve import TEXT_PARTS, Resolution, resolve_specs, tiny_specs
 from engine.models.runtime import COMPILE_MODE, Runtime, resolve_compile
+from engine.models.shortfall import MissingPiecesError
 from engine.models.specs import COMPONENT_NAMES, HOW_TO_GET_WEIGHTS, WeightSpec
 from engine.models.tiny import TINY_T5_MAX_LENGTH
 from engine.recipe import ModelParams
@@ -55,6 +57,8 @@ class ModelConfig:
     tiny: bool = False
     device: str = "auto"
     hub_cache_dir: Path | None = None  # None: huggingface_hub's own cache
+    extra_model_paths: Path | None = None  # a ComfyUI extra_model_paths.yaml (tokenizers)
+    offline: bool = False  # never download (tokenizers, repos), even when online
     fp8_compute: str = "auto"  # engine/speed_options.py says what each choice does
     compile: str = "auto"
     memory: str = "auto"
@@ -188,6 +192,7 @@ class ModelManager:
             spec = loaders.download(spec, self.config.hub_cache_dir)
         if component.endswith("_tokenizer"):
             return loaders.load_tokenizer(spec)
+        log_unusual(spec)  # a block missing or an odd count: a warning, not a refusal
         if component == "transformer":
             return self._load_transformer(spec, files, dtype)
         load = {"vae": loaders.load_vae, "clip": loaders.load_clip, "t5": loaders.load_t5}
@@ -222,6 +227,7 @@ class ModelManager:
             if cached is not None and cached[0] == key:
                 return cached[1]
             self._forget("fill")
+            log_unusual(spec)
             try:
                 model = self._load_transformer(spec, files, compute, load=load_fill)
             except CheckpointError as exc:
@@ -290,15 +296,19 @@ class ModelManager:
                 f"Demo mode: {TINY_LABEL}, built in code from fixed seeds; images are "
                 f"noise-like patterns. Device: {self.device.type}."
             )
+        models_dir = Path(self.config.models_dir) if self.config.models_dir else None
         try:
             files, found = self._resolve(ModelParams())
+        except MissingPiecesError as exc:  # the message starts by saying what is missing
+            head = str(exc) if exc.weights_ok else f"No usable Flux weights yet. {exc}"
+            return head + diagnosis_text(models_dir)
         except StudioError as exc:
-            return f"No usable Flux weights yet. {exc}"
+            return f"No usable Flux weights yet. {exc}" + diagnosis_text(models_dir)
         return (
             f"Flux weights found: {files.label}. Transformer precision {files.weight_dtype} "
             f"({files.precision}) on {self.device.type}.{self._t5_precision(files)} "
             f"{found.summary()}"
-        )
+        ) + diagnosis_text(models_dir, files.specs)
 
     def _t5_precision(self, files: FluxFiles) -> str:
         """' T5-XXL file in fp8_e4m3fn (scaled), ...' for an fp8 T5 file, else ''."""

@@ -16,6 +16,7 @@ from engine.models.gguf import gguf_message
 from engine.models.locate import comfy_gguf_files, find_in_comfy, find_in_diffusers, find_in_hub
 from engine.models.locate_text import find_tokenizer
 from engine.models.precision import resolve_weight_dtype
+from engine.models.shortfall import missing_pieces, without_advice
 from engine.models.specs import COMPONENT_NAMES, Trail, WeightSpec
 from engine.recipe import ModelParams
 
@@ -68,28 +69,36 @@ def tiny_specs() -> Resolution:
 
 
 def resolve_specs(config: ModelConfig, params: ModelParams) -> Resolution:
-    """Find every component for `params`, or raise ModelNotFoundError naming where we looked."""
+    """Find every component for `params`, or raise ModelNotFoundError (MissingPiecesError)
+    naming each missing piece, where it was looked for, and the pieces found."""
     trails = {name: Trail() for name in COMPONENT_NAMES}
     specs: dict[str, WeightSpec] = {}
+    problems: dict[str, str] = {}
     for component, field_name in WEIGHT_FIELDS:
         name = getattr(params, field_name)
-        specs[component] = _find_weights(config, component, name, trails[component])
+        try:
+            specs[component] = _find_weights(config, component, name, trails[component])
+        except ModelNotFoundError as exc:
+            problems[component] = without_advice(str(exc))
     for component, encoder in TOKENIZER_OF.items():
         spec = find_tokenizer(
             component,
             diffusers_dir=_path(config.diffusers_dir),
-            encoder=specs[encoder],
+            encoder=specs.get(encoder),
             models_dir=_path(config.models_dir),
             repo_id=config.repo_id,
             cache_dir=config.hub_cache_dir,
             trail=trails[component],
+            extra_paths=_path(config.extra_model_paths),
+            offline=config.offline,
         )
         if spec is None:
-            raise trails[component].error(
-                f"No {COMPONENT_NAMES[component]} found (a ComfyUI models folder does not hold "
-                "tokenizers; they ship with ComfyUI itself and with diffusers folders)."
-            )
-        specs[component] = spec
+            summary = trails[component].summary()
+            problems[component] = f"No {COMPONENT_NAMES[component]} found. {summary}"
+        else:
+            specs[component] = spec
+    if problems:
+        raise missing_pieces(problems, specs, _path(config.models_dir))
     check_compatible(specs)
     return Resolution(specs, trails)
 
@@ -108,7 +117,9 @@ def _find_weights(config: ModelConfig, component: str, name: str, trail: Trail) 
         if spec is not None:
             return spec
     if config.repo_id:
-        spec = find_in_hub(config.repo_id, component, config.hub_cache_dir, trail)
+        spec = find_in_hub(
+            config.repo_id, component, config.hub_cache_dir, trail, offline=config.offline
+        )
         if spec is not None:
             return spec
     gguf = comfy_gguf_files(models_dir, component) if models_dir is not None else []
