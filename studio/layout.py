@@ -80,6 +80,7 @@ def build_ui(engine: Any) -> gr.Blocks:
                         )
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
                         tab = settings.build_settings_tab(controls, recipe, presets)
+                        _model_files(engine)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
                         latent.build_latent_tab(controls, recipe)
                     with gr.Tab(expression.TITLE, id="expression", elem_id="ps-tab-expression"):
@@ -138,6 +139,13 @@ def build_ui(engine: Any) -> gr.Blocks:
         _api(callbacks)
     demo.queue(max_size=64)
     return demo
+
+
+def _model_files(engine: Any) -> None:
+    """What the engine found: every file, its layout, dtype, variant, block counts and any
+    shape warning (`engine models` prints the same)."""
+    with gr.Accordion("Model files", open=False, elem_id="ps-model-files"):
+        gr.Markdown(engine.models_status())
 
 
 def render_slots(engine: Any) -> int:
