@@ -376,3 +376,17 @@ def test_online_the_tokenizer_files_alone_are_downloaded_once(
     after = manager(models, tmp_path, offline=True).resolve(ModelParams())
     assert after.text == before.text and fake_hub.requests == []
     assert (tmp_path / "hf-cache") in after.spec("t5_tokenizer").path.parents
+
+
+def test_offline_also_keeps_redux_from_downloading(tmp_path: Path, no_network: None) -> None:
+    from engine.models.specs import Trail
+    from engine.redux.models import ReduxConfig, find_in_hub
+
+    config = ReduxConfig.from_model_config(
+        ModelConfig(repo_id="black-forest-labs/FLUX.1-dev", offline=True, hub_cache_dir=tmp_path)
+    )
+    assert config.offline
+    trail = Trail()
+    spec = find_in_hub(config.repo_id, "redux", tmp_path, trail, offline=config.offline)
+    assert spec is None
+    assert any("offline" in place for place in trail.places)

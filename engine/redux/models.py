@@ -83,6 +83,7 @@ class ReduxConfig:
     tiny: bool = False
     device: str = "auto"
     hub_cache_dir: Path | None = None
+    offline: bool = False  # --offline: never download
 
     @classmethod
     def from_model_config(
@@ -97,6 +98,7 @@ class ReduxConfig:
             tiny=models.tiny,
             device=models.device,
             hub_cache_dir=models.hub_cache_dir,
+            offline=models.offline,
         )
 
 
@@ -199,7 +201,9 @@ def find_component(config: ReduxConfig, component: str, trail: Trail) -> WeightS
         if spec is not None:
             return spec
     if config.repo_id:
-        return find_in_hub(config.repo_id, component, config.hub_cache_dir, trail)
+        return find_in_hub(
+            config.repo_id, component, config.hub_cache_dir, trail, offline=config.offline
+        )
     return None
 
 
@@ -253,11 +257,12 @@ def find_in_diffusers(root: Path, component: str, trail: Trail) -> WeightSpec | 
 
 
 def find_in_hub(
-    repo_id: str, component: str, cache_dir: Path | None, trail: Trail
+    repo_id: str, component: str, cache_dir: Path | None, trail: Trail, offline: bool = False
 ) -> WeightSpec | None:
-    """The Redux repo's subfolder from the HF cache, or a download spec when online."""
+    """The Redux repo's subfolder from the HF cache, or a download spec when online (and not
+    `offline`)."""
     return locate.find_in_hub(
-        repo_id, component, cache_dir, trail, DIFFUSERS_SUBFOLDERS, find_in_diffusers
+        repo_id, component, cache_dir, trail, DIFFUSERS_SUBFOLDERS, find_in_diffusers, offline
     )
 
 
