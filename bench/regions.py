@@ -40,40 +40,48 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers import FluxTransformer2DModel
-from torch.nn.attention import sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.random_models import build, config, weights_gb  # noqa: E402
+from bench.random_models import weights_gb  # noqa: E402
 from bench.refine_setup import Clock, peak_gb, rounded, step_bench_main  # noqa: E402
+from bench.regions_setup import (  # noqa: E402
+    ADAPTERS,
+    BLUR,
+    CPU_THREADS,
+    POOLED,
+    RANK,
+    REAL,
+    SEED,
+    SHORT_TOKENS,
+    T5_TOKENS,
+    T5_WIDTH,
+    CpuClock,
+    Setup,
+    architecture,
+    build_transformer,
+    inject_adapters,
+    sdpa_kernel_for,
+)
 from engine.flux.denoiser import FluxDenoiser  # noqa: E402
 from engine.flux.latents import image_ids  # noqa: E402
 from engine.flux.prompt import PromptEmbeddings  # noqa: E402
-from engine.lora.formats import ConvertedLora, LoraPair  # noqa: E402
-from engine.lora.peft_adapters import inject, set_weights  # noqa: E402
-from engine.models.attention import BACKENDS, AttentionChoice, choose_attention  # noqa: E402
+from engine.lora.peft_adapters import set_weights  # noqa: E402
+from engine.models.attention import choose_attention  # noqa: E402
 from engine.models.precision import pick_device  # noqa: E402
 from engine.regions.attention import TextSegments  # noqa: E402
 from engine.regions.layout import RegionalLayout  # noqa: E402
 from engine.regions.lora_tokens import RegionAdapters, region_loras  # noqa: E402
-from engine.regions.masks import split_masks, token_owners, token_weights  # noqa: E402
+from engine.regions.masks import split_masks  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "regions.json"
-REAL, T5_TOKENS, SHORT_TOKENS, POOLED, T5_WIDTH = 1024, 512, 128, 768, 4096
-FLUX_BLOCKS, REDUCED_FLUX = (19, 38), (1, 1)
-CPU_THREADS = 1  # steadier CPU-time figures on a shared machine than 2 threads
-RANK, BLUR = 16, 48.0  # a character LoRA's rank; the recipe's default mask blur at 1024²
 GOAL_RATIO = 1.3  # two regions with one LoRA each <= 1.3× a plain step (H100, 1024²)
 WINDOW, INSIDE, OUTSIDE = (0.5, 1.0), 0.9, 0.3  # the mask's sigma window, sigmas in / out
 VARIANTS = ("plain", "lora", "regions", "regions_short", "regions_no_lora", "regions_unmasked")
@@ -86,63 +94,6 @@ LABELS = {
     "regions_unmasked": "2 regions outside the mask window",
     "comfyui": "ComfyUI hooks: 2 × (plain + LoRA)",
 }
-# Every attention and feed-forward Linear of the blocks (what ai-toolkit trains by default)
-DOUBLE_LINEARS = (
-    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
-    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
-)  # fmt: skip
-SINGLE_LINEARS = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out")
-ADAPTERS = ("global", "region_1", "region_2")
-SEED = 0
-
-
-@dataclass(frozen=True)
-class Setup:
-    device: torch.device
-    size: int
-    steps: int
-    warmup: int
-    reduced: bool
-    base_tokens: int  # the base prompt's T5 length
-    region_tokens: int  # each region's T5 length (the model's own)
-    short_tokens: int  # each region's T5 length at regions.text_tokens = 128
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.device.type == "cuda" else torch.float32
-
-    @property
-    def image_tokens(self) -> int:
-        return (self.size // 16) ** 2
-
-
-def build_transformer(setup: Setup) -> FluxTransformer2DModel:
-    double, single = REDUCED_FLUX if setup.reduced else FLUX_BLOCKS
-    flux = config("flux1_transformer.json") | {"num_layers": double, "num_single_layers": single}
-    return build(lambda: FluxTransformer2DModel(**flux), setup.device, setup.dtype)
-
-
-def random_lora(transformer: torch.nn.Module, seed: int) -> ConvertedLora:
-    """A rank-16 LoRA on every attention / feed-forward Linear of the blocks, small random
-    values (alpha folded in, as the engine's converted files have it)."""
-    gen = torch.Generator().manual_seed(seed)
-    config = transformer.config
-    modules = [f"transformer_blocks.{i}.{m}" for i in range(config.num_layers)
-               for m in DOUBLE_LINEARS]  # fmt: skip
-    modules += [f"single_transformer_blocks.{i}.{m}" for i in range(config.num_single_layers)
-                for m in SINGLE_LINEARS]  # fmt: skip
-    layers = {}
-    for module in modules:
-        linear = transformer.get_submodule(module)
-        down = torch.randn(RANK, linear.in_features, generator=gen) * 0.01
-        up = torch.randn(linear.out_features, RANK, generator=gen) * 0.01
-        layers[module] = [LoraPair("transformer", module, down, up)]
-    return ConvertedLora(format="peft", layers=layers)
-
-
-def lora_params(converted: ConvertedLora) -> int:
-    return sum(p.down.numel() + p.up.numel() for p in converted.pairs("transformer"))
 
 
 @dataclass
@@ -156,16 +107,6 @@ class Regions:
     @property
     def text_tokens(self) -> int:
         return self.layout.text_tokens
-
-
-class CpuClock:
-    """Process CPU seconds of a call: on a shared CPU it leaves out the time other work ran
-    (with one thread, no other thread of ours spins waiting for a descheduled one)."""
-
-    def __call__(self, work: Callable[[], Any]) -> tuple[float, Any]:
-        start = time.process_time()
-        value = work()
-        return time.process_time() - start, value
 
 
 class Bench:
@@ -198,9 +139,8 @@ class Bench:
         """Left / right split with the default blur (scaled to the size), isolation on."""
         size = self.setup.size
         masks = split_masks(size, size, 2, "left_right", 0, BLUR * size / REAL)
-        weights = token_weights(masks).to(self.setup.device)
         segments = TextSegments(self.setup.base_tokens, (length, length))
-        layout = RegionalLayout(segments, weights, token_owners(weights), isolate=True)
+        layout = RegionalLayout.from_masks(segments, masks.to(self.setup.device), isolate=True)
         texts = [self.rand(1, length, T5_WIDTH) for _ in range(2)]
         tokens = torch.cat([self.base.tokens, *texts], dim=1)
         embeddings = PromptEmbeddings(tokens, self.base.pooled, regions=layout)
@@ -280,42 +220,6 @@ class Bench:
             runs = [self.clock(call)[0] for _ in range(5)]
             out[name] = {"tokens": tokens, "kernel": kernel, "ms": min(runs) * 1e3}
         return out
-
-
-def sdpa_kernel_for(choice: AttentionChoice, q: torch.Tensor, mask: torch.Tensor | None) -> str:
-    """The first kernel of the ranking that accepts these inputs ("cpu" off CUDA)."""
-    if q.device.type != "cuda":
-        return "cpu"
-    for name in choice.order or tuple(BACKENDS):
-        try:
-            with warnings.catch_warnings(), torch.inference_mode(), sdpa_kernel([BACKENDS[name]]):
-                warnings.simplefilter("ignore")  # "... kernel not used because ...": expected
-                F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
-            return name
-        except RuntimeError:  # "No available kernel"
-            continue
-    return "none"
-
-
-def inject_adapters(setup: Setup, transformer: torch.nn.Module) -> int:
-    """The global LoRA and the two region LoRAs as peft adapters, all off; their size."""
-    params = 0
-    warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # 3 adapters
-    for index, name in enumerate(ADAPTERS):
-        converted = random_lora(transformer, SEED + 1 + index)
-        inject(transformer, "transformer", converted, name, setup.dtype)
-        params = lora_params(converted)
-    set_weights(transformer, {})
-    return params
-
-
-def architecture(setup: Setup, transformer: torch.nn.Module) -> str:
-    c = transformer.config
-    blocks = f"{c.num_layers} double + {c.num_single_layers} single blocks"
-    width = f"width {c.num_attention_heads * c.attention_head_dim} ({c.num_attention_heads} heads)"
-    if setup.reduced:
-        return f"reduced on CPU: {blocks} at the real {width}"
-    return f"FLUX.1-dev, {blocks}, {width}"
 
 
 def run(args: argparse.Namespace) -> dict:
