@@ -39,12 +39,21 @@ class Characters:
         self.layout = regional.positive.regions
         self.tokens = regional.positive.tokens
         self.region_loras = loras
+        self._resized: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _masks_at(self, width: int, height: int) -> torch.Tensor:
+        """The pixel masks over a width x height image (resized once per size)."""
+        masks = self.layout.masks
+        if masks.shape[1:] == (height, width):
+            return masks
+        if (width, height) not in self._resized:
+            resized = F.interpolate(masks[None], size=(height, width), mode="bilinear")[0]
+            self._resized[width, height] = resized
+        return self._resized[width, height]
 
     def owner(self, box: tuple[float, float, float, float], width: int, height: int) -> int | None:
         """The region (0-based) whose mask covers at least half of the box on average."""
-        masks = self.layout.masks
-        if masks.shape[1:] != (height, width):
-            masks = F.interpolate(masks[None], size=(height, width), mode="bilinear")[0]
+        masks = self._masks_at(width, height)
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         x1, y1 = max(0, min(x1, width - 1)), max(0, min(y1, height - 1))
         x2, y2 = max(x1 + 1, min(x2, width)), max(y1 + 1, min(y2, height))
