@@ -62,7 +62,8 @@ def build_ui(engine: Any) -> gr.Blocks:
     golden = GoldenSeeds(engine.config.data_dir / GOLDEN_SEEDS_FILE)
     with gr.Blocks(title="Portrait Studio", analytics_enabled=False) as demo:
         state = gr.State(Session(base=recipe))  # deep-copied for each session
-        _banner(engine)
+        models = engine.models_status()  # read once: the banner and the Model files panel
+        _banner(engine, models)
         with gr.Row(equal_height=False, elem_id="ps-main"):
             with gr.Column(scale=5, min_width=420, elem_id="ps-controls"):
                 effective = prompt.build_prompt_box(controls, recipe)
@@ -80,7 +81,7 @@ def build_ui(engine: Any) -> gr.Blocks:
                         )
                     with gr.Tab(settings.TITLE, id="settings", elem_id="ps-tab-settings"):
                         tab = settings.build_settings_tab(controls, recipe, presets)
-                        _model_files(engine)
+                        _model_files(models)
                     with gr.Tab(latent.TITLE, id="latent", elem_id="ps-tab-latent"):
                         latent.build_latent_tab(controls, recipe)
                     with gr.Tab(expression.TITLE, id="expression", elem_id="ps-tab-expression"):
@@ -141,11 +142,11 @@ def build_ui(engine: Any) -> gr.Blocks:
     return demo
 
 
-def _model_files(engine: Any) -> None:
+def _model_files(models: str) -> None:
     """What the engine found: every file, its layout, dtype, variant, block counts and any
     shape warning (`engine models` prints the same)."""
     with gr.Accordion("Model files", open=False, elem_id="ps-model-files"):
-        gr.Markdown(engine.models_status())
+        gr.Markdown(models)
 
 
 def render_slots(engine: Any) -> int:
@@ -164,7 +165,7 @@ def _engine_queue(engine: Any) -> None:
     )  # fmt: skip
 
 
-def _banner(engine: Any) -> None:
+def _banner(engine: Any, models: str) -> None:
     gr.Markdown("# Portrait Studio", elem_id="ps-title")
     lines = []
     if label := engine.demo_label():
@@ -172,8 +173,7 @@ def _banner(engine: Any) -> None:
     if not engine.has_diffusion():
         lines.append(
             "Generate is off until the Flux files are complete (what is missing is below). "
-            "The Expression and Color tabs still edit and grade uploaded images.\n\n"
-            + engine.models_status()
+            "The Expression and Color tabs still edit and grade uploaded images.\n\n" + models
         )
     gr.Markdown("\n\n".join(lines), visible=bool(lines), elem_id="ps-banner")
 
